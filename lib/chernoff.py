@@ -1,0 +1,265 @@
+r"""Chernoff bounds that replace sampling in label-flip smoothing (paper, Sec. 4.1 and App. B.2).
+
+The least-squares prediction on a test point is linear in the training labels, ``alpha^T y``
+(eq. 11/12). Under label noise each noisy label is an independent random variable, so the
+probability that the smoothed classifier votes for the other class is bounded by a Chernoff
+bound, which is a one-dimensional convex problem in t. No sampling is involved: the resulting
+``p_lower`` is a deterministic lower bound on G(mu, phi) of the predicted class.
+
+Soundness does not depend on how well t is optimised: every t gives a valid bound, so an
+early stop of Newton's method only costs tightness. What matters is that the bound is
+evaluated, in float64, at the t that is returned; that is what :func:`chernoff_bound` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import expit, logsumexp
+
+from . import _checks
+
+__all__ = ["ChernoffResult", "chernoff_bound", "chernoff_certify", "binary_objective"]
+
+LOG_HALF = float(np.log(0.5))
+
+
+@dataclass(frozen=True)
+class ChernoffResult:
+    """Output of :func:`chernoff_bound` for m test points.
+
+    Attributes
+    ----------
+    pred: (m,) int array, the predicted class (binary: ``1{t* >= 0}``).
+    log_tail: (m,) float64, log of an upper bound B on the probability that the smoothed vote
+        does not go to ``pred``; at most log(1/2). ``p_lower = 1 - exp(log_tail)``.
+    t: (m,) for K = 2, (m, K-1) for K > 2: the Chernoff parameters at which the bound was
+        evaluated (for K > 2 one per rival class, in increasing class order skipping ``pred``).
+    iterations: number of Newton iterations run (the maximum over test points).
+    """
+
+    pred: NDArray[np.int64]
+    log_tail: NDArray[np.float64]
+    t: NDArray[np.float64]
+    iterations: int
+
+    @property
+    def p_lower(self) -> NDArray[np.float64]:
+        """``max(1 - B, 1/2)``: lower bound on G(mu, phi, pred) (Algorithm 1, step 2)."""
+        return -np.expm1(self.log_tail)
+
+
+def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> NDArray[np.float64]:
+    r"""Eq. (7): :math:`t/2 + \sum_{y_i=1}\log(q+(1-q)e^{-t\alpha_i}) + \sum_{y_i=0}\log(1-q+qe^{-t\alpha_i})`.
+
+    For t > 0 this is the log of the Chernoff bound (13) on P(alpha^T Y <= 1/2); for t < 0 it is
+    the log of the bound on P(alpha^T Y >= 1/2) at |t|. Evaluated in float64, stably
+    (``log(a + b e^{-s}) = log a + softplus(log(b/a) - s)``). ``alpha`` is (n,) or (n, m), ``t``
+    broadcasts against its trailing axis.
+    """
+    a = np.asarray(alpha, dtype=np.float64)
+    yv = np.asarray(y)
+    tt = np.asarray(t, dtype=np.float64)
+    log_a, c = _binary_coefficients(yv, q)
+    s = a * tt if a.ndim == 1 else a * tt[None, ...]
+    la = log_a if a.ndim == 1 else log_a[:, None]
+    cc = c if a.ndim == 1 else c[:, None]
+    return tt / 2.0 + np.sum(la + np.logaddexp(0.0, cc - s), axis=0)
+
+
+def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per training point: log a_i and c_i = log(b_i / a_i) with E e^{-t a Y} = a + b e^{-t alpha}."""
+    lq, l1q = np.log(q), np.log1p(-q)
+    one = y == 1
+    log_a = np.where(one, lq, l1q)
+    c = np.where(one, l1q - lq, lq - l1q)
+    return log_a, c
+
+
+def _newton_binary(alpha: NDArray, c: NDArray, max_iter: int, tol: float) -> tuple[NDArray, int]:
+    """Safeguarded Newton on f'(t) = 1/2 - sum_i alpha_i expit(c_i - t alpha_i), vectorised.
+
+    Keeps a bracket [lo, hi] with f'(lo) < 0 < f'(hi); a Newton step outside the bracket is
+    replaced by bisection (or by doubling while one side is still unbounded). Works in float32
+    on the active columns only: the final bound is re-evaluated in float64 by the caller, and
+    any t is a valid Chernoff parameter, so lower precision here costs tightness, not soundness.
+    """
+    n, m = alpha.shape
+    a32 = alpha.astype(np.float32, copy=False)
+    c32 = c.astype(np.float32)[:, None]
+    scale = 1.0 / np.maximum(np.abs(alpha).max(axis=0), 1e-300)  # t alpha ~ 1
+    t = np.zeros(m)
+    lo = np.full(m, -np.inf)
+    hi = np.full(m, np.inf)
+    t_max = 1e4 * scale  # |t| beyond this changes the bound by a negligible amount
+    active = np.arange(m)
+    it = 0
+    for it in range(1, max_iter + 1):
+        A = a32[:, active]
+        tt = t[active].astype(np.float32)
+        sig = expit(c32 - A * tt[None, :])
+        g = 0.5 - np.einsum("ij,ij->j", A, sig, dtype=np.float64)
+        h = np.einsum("ij,ij->j", A * A, sig * (1.0 - sig), dtype=np.float64)
+        ta = t[active]
+        lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
+        hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(h > 0, g / h, np.inf * np.sign(g))
+        new = ta - step
+        la, ha, sc = lo[active], hi[active], scale[active]
+        inside = np.isfinite(new) & (new > la) & (new < ha)
+        both = np.isfinite(la) & np.isfinite(ha)
+        grow = np.where(g < 0, ta + np.maximum(np.abs(ta), sc), ta - np.maximum(np.abs(ta), sc))
+        fallback = np.where(both, 0.5 * (la + ha), grow)
+        new = np.where(inside, new, fallback)
+        new = np.clip(new, -t_max[active], t_max[active])
+        done = (np.abs(new - ta) <= tol * (np.abs(ta) + sc)) | (g == 0)
+        t[active] = new
+        active = active[~done]
+        if active.size == 0:
+            break
+    return t, it
+
+
+def chernoff_bound(
+    alpha: ArrayLike,
+    y: ArrayLike,
+    q: float,
+    num_classes: int = 2,
+    *,
+    max_iter: int = 60,
+    tol: float = 1e-7,
+) -> ChernoffResult:
+    r"""Deterministic smoothed prediction and Chernoff tail bound for every column of ``alpha``.
+
+    With probability one (no sampling), for each test point j the smoothed least-squares
+    classifier g (eq. 1 / eq. 17) predicts ``pred[j]`` whenever ``log_tail[j] < log(1/2)``, and
+    G(mu, phi, pred[j]) >= 1 - exp(log_tail[j]).
+
+    Binary (K = 2, labels {0, 1}, threshold 1/2 as in the paper): minimise eq. (7) over t by
+    safeguarded Newton; ``pred = 1{t* >= 0}`` and B = exp(f(t*)) (eq. 13; for t* < 0 it is the
+    mirrored bound on P(alpha^T Y >= 1/2)).
+
+    Multi-class (K > 2, labels {0..K-1}, each flipped label uniform over the other K-1 classes):
+    ``pred`` is the class with the largest expected score E[alpha^T Y_c] (the multi-class
+    analogue of the sign of t*: for K = 2 the two coincide). For each rival c' the bound (24)
+    on P(alpha^T Y_pred <= alpha^T Y_c') is minimised over t >= 0, and the bounds are combined
+    by the UNION bound, B = sum_c' B_c'. The event "pred does not win the vote" is the union of
+    the events "c' scores at least as much as pred", so this B bounds it. Taking only the worst
+    rival (max_c' B_c'), as App. B.2 suggests, bounds the probability of losing to that one
+    rival, not of losing: it is not a bound on G and is not used.
+
+    Parameters
+    ----------
+    alpha: (n,) or (n, m) kernel weights (eq. 12), one column per test point.
+    y: (n,) training labels in {0, ..., K-1}.
+    q: flip probability in (0, (K-1)/K).
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    a = np.asarray(alpha, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    a = _checks.finite_matrix(a, "alpha")
+    yv = _checks.labels(y, a.shape[0], k)
+    _checks.count(max_iter, "max_iter")
+    if k == 2:
+        log_a, c = _binary_coefficients(yv, qf)
+        t, iters = _newton_binary(a, c, max_iter, tol)
+        # Final bound in float64 at the returned t (any t is valid; f(0) = 0 means "no bound").
+        log_b = binary_objective(t, a, yv, qf)
+        log_tail = np.minimum(log_b, LOG_HALF)
+        pred = (t >= 0).astype(np.int64)
+        return ChernoffResult(pred, log_tail, t, iters)
+    return _multiclass(a, yv, qf, k, max_iter, tol)
+
+
+def chernoff_certify(
+    alpha: ArrayLike, y: ArrayLike, q: float, num_classes: int = 2
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """``(pred, p_lower)`` of :func:`chernoff_bound`; ``p_lower = max(1 - B, 1/2)``.
+
+    ``p_lower`` is rounded to float64 and may be exactly 1.0 when B < 1e-16; use
+    :func:`chernoff_bound` and its ``log_tail`` to keep the full range (the certification
+    pipeline does).
+    """
+    res = chernoff_bound(alpha, y, q, num_classes)
+    return res.pred, res.p_lower
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-class, eq. (22)-(24)
+# --------------------------------------------------------------------------------------------
+
+
+def _pair_log_probs(yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> NDArray[np.float64]:
+    """log P(Z_j = +1), log P(Z_j = 0), log P(Z_j = -1) for Z_j = Y_jc - Y_jr (eq. 23).
+
+    ``c`` and ``r`` are (P,) class indices; the result has shape (3, n, P).
+    """
+    off = q / (k - 1)
+    is_c = yv[:, None] == c[None, :]
+    is_r = yv[:, None] == r[None, :]
+    other = ~(is_c | is_r)
+    p_plus = np.where(is_c, 1.0 - q, off)
+    p_minus = np.where(is_r, 1.0 - q, off)
+    p_zero = np.where(other, 1.0 - 2.0 * off, q * (k - 2) / (k - 1))
+    with np.errstate(divide="ignore"):
+        return np.log(np.stack([p_plus, p_zero, p_minus]))
+
+
+def _pair_objective(t: NDArray, a: NDArray, logp: NDArray) -> tuple[NDArray, NDArray, NDArray]:
+    """F(t) = sum_j log(p+ e^{-t a_j} + p0 + p- e^{t a_j}) (eq. 24) and its first two derivatives."""
+    s = a * t[None, :]
+    u = np.stack([logp[0] - s, logp[1], logp[2] + s])
+    lse = logsumexp(u, axis=0)
+    w = np.exp(u - lse[None])
+    d = w[2] - w[0]
+    f = lse.sum(axis=0)
+    g = np.sum(a * d, axis=0)
+    h = np.sum(a * a * (w[2] + w[0] - d * d), axis=0)
+    return f, g, h
+
+
+def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: float) -> ChernoffResult:
+    n, m = a.shape
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), yv] = 1.0
+    clean = a.T @ onehot  # (m, K): alpha^T Y_c on the clean labels
+    pred = np.argmax(clean, axis=1).astype(np.int64)  # = argmax of the expected scores
+    rivals = np.array([[c for c in range(k) if c != p] for p in pred])  # (m, K-1)
+    # One Newton problem per (test point, rival) pair, t >= 0.
+    cols = np.repeat(np.arange(m), k - 1)
+    pc = pred[cols]
+    pr = rivals.reshape(-1)
+    A = a[:, cols]
+    logp = _pair_log_probs(yv, pc, pr, q, k)
+    P = cols.size
+    scale = 1.0 / np.maximum(np.abs(A).max(axis=0), 1e-300)
+    t = np.zeros(P)
+    lo = np.zeros(P)
+    hi = np.full(P, np.inf)
+    active = np.arange(P)
+    it = 0
+    for it in range(1, max_iter + 1):
+        _, g, h = _pair_objective(t[active], A[:, active], logp[:, :, active])
+        ta = t[active]
+        lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
+        hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = ta - np.where(h > 0, g / h, np.inf * np.sign(g))
+        la, ha, sc = lo[active], hi[active], scale[active]
+        inside = np.isfinite(new) & (new > la) & (new < ha)
+        fallback = np.where(np.isfinite(ha), 0.5 * (la + ha), ta + np.maximum(ta, sc))
+        new = np.clip(np.where(inside, new, fallback), 0.0, 1e4 * sc)
+        done = (np.abs(new - ta) <= tol * (ta + sc)) | (g == 0) | ((ta == 0) & (g >= 0))
+        t[active] = new
+        active = active[~done]
+        if active.size == 0:
+            break
+    f, _, _ = _pair_objective(t, A, logp)  # float64, at the returned t
+    log_b = np.minimum(f, 0.0).reshape(m, k - 1)
+    log_tail = np.minimum(logsumexp(log_b, axis=1), LOG_HALF)  # union bound over rivals
+    return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), it)

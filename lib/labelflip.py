@@ -1,0 +1,304 @@
+r"""Certified robustness to label flips by randomized smoothing over the training labels.
+
+Paper: "Certified robustness to adversarial label-flipping attacks via randomized smoothing"
+(the label-flip paper in ``shared/seeds``), Sec. 4 and App. B. The smoothed classifier g is the
+majority vote of a learner trained on noisy labels: each label is kept with probability 1-q and
+otherwise replaced by one of the other K-1 classes uniformly (mu). Two certificates turn a lower
+bound p on the vote share of the predicted class into a number of flips r:
+
+* :func:`kl_radius`: the generic KL guarantee (5) with KL(rho || mu) = r (1 - Kq/(K-1))
+  log((1-q)(K-1)/q) (eq. 9, App. B.3), i.e. eq. (10) / (25);
+* :func:`tight_radius`: the exact Neyman-Pearson certificate (eq. 4; derivation in
+  :mod:`lib.neyman_pearson`), about twice as many flips.
+
+:func:`certify` is the whole pipeline of Algorithm 1 (least squares + Chernoff, no sampling);
+:func:`certify_monte_carlo` is its sampling counterpart (Algorithm 2 with Clopper-Pearson).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _checks
+from .chernoff import chernoff_bound
+from .gaussian import clopper_pearson_lower
+from .least_squares import add_intercept, kernel_weights, ridge_lambda, ridge_lambda_label_free
+from .neyman_pearson import threshold_table
+
+__all__ = [
+    "kl_per_flip",
+    "kl_radius",
+    "tight_radius",
+    "radius_from_log_tail",
+    "flip_labels",
+    "Certificate",
+    "certify",
+    "certify_monte_carlo",
+]
+
+ABSTAIN = -1
+_KL_SAFETY = 1e-9
+
+
+def kl_per_flip(q: float, num_classes: int = 2) -> float:
+    r"""KL(rho_i || mu_i) for one changed label: (1 - Kq/(K-1)) log((1-q)(K-1)/q) (eq. 9, App. B.3).
+
+    KL divergence of the product measures is additive, so r changed labels give r times this.
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    return (1.0 - k * qf / (k - 1)) * (np.log1p(-qf) + np.log(k - 1) - np.log(qf))
+
+
+def _log_tail_from_p(p: ArrayLike) -> NDArray[np.float64]:
+    pa = _checks.probability_array(p)
+    with np.errstate(divide="ignore"):
+        return np.log1p(-pa)
+
+
+def _kl_from_log_tail(log_tail: NDArray, q: float, k: int, max_radius: int | None) -> NDArray[np.int64]:
+    lt = np.asarray(log_tail, dtype=np.float64)
+    ok = lt < np.log(0.5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # log(4 p (1-p)) with p = 1 - tail, in log space so tiny tails keep their precision
+        log4p1p = np.log(4.0) + np.log1p(-np.exp(lt)) + lt
+        r = -log4p1p / (2.0 * kl_per_flip(q, k))
+        r = r - _KL_SAFETY * np.maximum(1.0, np.abs(r))  # strict inequality and rounding, safe side
+    cap = np.inf if max_radius is None else max_radius
+    r = np.where(ok, np.minimum(np.floor(np.where(ok, r, 0.0)), cap), 0.0)
+    return np.maximum(r, 0).astype(np.int64)
+
+
+def _check_cap(log_tail: NDArray, max_radius: int | None) -> None:
+    if max_radius is None:
+        if np.any(np.isneginf(log_tail)):
+            raise ValueError(
+                "p = 1 certifies every radius; pass max_radius (e.g. the number of training labels)"
+            )
+    else:
+        _checks.count(max_radius, "max_radius", minimum=0)
+
+
+def kl_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: int | None = None):
+    r"""Flips certified by the generic KL guarantee, eq. (8) / (10) / (25).
+
+    .. math:: r = \left\lfloor \frac{\log(4p(1-p))}{2(1-\frac{Kq}{K-1})\log\frac{q}{(1-q)(K-1)}} \right\rfloor
+
+    ``p`` is a lower bound on G(mu, phi) of the predicted class (scalar or array); 0 where
+    p <= 1/2. The floor is taken after a relative 1e-9 shrink, so rounding never over-certifies.
+    Returns an int for scalar ``p``, else an int64 array.
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    lt = _log_tail_from_p(p)
+    _check_cap(lt, max_radius)
+    out = _kl_from_log_tail(lt, qf, k, max_radius)
+    return int(out) if out.ndim == 0 else out
+
+
+def tight_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: int | None = None):
+    r"""Exact (Neyman-Pearson) certified number of flips: eq. (4) with the Lee et al. construction.
+
+    The largest r such that every set with mu-probability >= p has rho-probability > 1/2 for
+    every training labelling that differs in r places (flipped labels go uniformly to the other
+    K-1 classes). 0 where p <= 1/2. Thresholds are precomputed per (q, K) and cached, so an
+    array of p is certified by one vectorised search (see :mod:`lib.neyman_pearson`).
+    Returns an int for scalar ``p``, else an int64 array.
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    lt = _log_tail_from_p(p)
+    _check_cap(lt, max_radius)
+    out = radius_from_log_tail(lt, qf, k, bound="tight", max_radius=max_radius)
+    return int(out) if out.ndim == 0 else out
+
+
+def radius_from_log_tail(
+    log_tail: ArrayLike,
+    q: float,
+    num_classes: int = 2,
+    *,
+    bound: Literal["tight", "kl"] = "tight",
+    max_radius: int | None = None,
+) -> NDArray[np.int64]:
+    """Certified flips from ``log(1 - p)`` directly, keeping the precision of tiny tails.
+
+    The Chernoff bounds of :mod:`lib.chernoff` are often far below 1e-16, where ``p`` itself
+    rounds to 1.0; the radii are then computed from the log tail (``-inf`` means p = 1).
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    lt = np.asarray(log_tail, dtype=np.float64)
+    if np.any(np.isnan(lt)) or np.any(lt > 0):
+        raise ValueError("log_tail must be <= 0 (the log of a probability) and not NaN")
+    _check_cap(lt, max_radius)
+    if bound == "kl":
+        return _kl_from_log_tail(lt, qf, k, max_radius)
+    if bound != "tight":
+        raise ValueError(f"bound must be 'tight' or 'kl'; got {bound!r}")
+    table = threshold_table(qf, k)
+    return table.radii(np.atleast_1d(lt), max_radius).reshape(lt.shape)
+
+
+def flip_labels(y: NDArray[np.int64], q: float, num_classes: int, rng: np.random.Generator, size: int):
+    """``size`` noisy copies of ``y`` from mu: each label flipped w.p. q to a uniform other class."""
+    flip = rng.random((size, y.size)) < q
+    shift = rng.integers(1, num_classes, size=(size, y.size)) if num_classes > 2 else 1
+    return np.where(flip, (y[None, :] + shift) % num_classes, y[None, :])
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Predictions of the smoothed classifier and their certified numbers of label flips.
+
+    ``radius[j] = r`` means: the prediction ``pred[j]`` of the smoothed classifier would be
+    the same had any r training labels been changed (deterministically for :func:`certify`,
+    with probability >= 1 - alpha for :func:`certify_monte_carlo`). ``pred`` is ``ABSTAIN``
+    (-1) where the Monte Carlo procedure abstains. ``lam`` is the ridge parameter used.
+    """
+
+    pred: NDArray[np.int64]
+    radius: NDArray[np.int64]
+    log_tail: NDArray[np.float64]
+    lam: float
+
+    @property
+    def p_lower(self) -> NDArray[np.float64]:
+        return -np.expm1(self.log_tail)
+
+    def certified_accuracy(self, y_true: ArrayLike, radii: ArrayLike) -> NDArray[np.float64]:
+        """Fraction of test points correctly classified AND certified at each r in ``radii``."""
+        yt = np.asarray(y_true)
+        correct = self.pred == yt
+        rr = np.asarray(radii)
+        return np.mean(correct[None, :] & (self.radius[None, :] >= rr[:, None]), axis=1)
+
+
+def _resolve_lambda(lam, X: NDArray, y: NDArray, q: float) -> float:
+    if isinstance(lam, str):
+        if lam == "auto":
+            return ridge_lambda_label_free(X, q)
+        if lam == "paper":
+            warnings.warn(
+                "lam='paper' reads the (poisonable) training labels: the certificate then "
+                "does not hold as stated (see lib.least_squares.ridge_lambda)",
+                stacklevel=3,
+            )
+            return ridge_lambda(X, y, q)
+        raise ValueError(f"lam must be 'auto', 'paper' or a number >= 0; got {lam!r}")
+    lf = float(lam)
+    if not np.isfinite(lf) or lf < 0:
+        raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
+    return lf
+
+
+def certify(
+    X_train: ArrayLike,
+    y_train: ArrayLike,
+    X_test: ArrayLike,
+    q: float,
+    lam: float | Literal["auto", "paper"] = "auto",
+    bound: Literal["tight", "kl"] = "tight",
+    num_classes: int = 2,
+    *,
+    fit_intercept: bool = True,
+    batch_size: int = 4096,
+) -> Certificate:
+    """Algorithm 1: certify every test point against label flips, with no sampling.
+
+    alpha = X (X^T X + lam I)^-1 h(x) (eq. 12) for all test points with one factorisation, the
+    Chernoff bound (7)/(13) (or (24) for K > 2) minimised by Newton, and the radius from the
+    tight (eq. 4) or KL (eq. 8/25) certificate. ``lam='auto'`` is the label-free rule
+    :func:`lib.least_squares.ridge_lambda_label_free`, which keeps the certificate sound: alpha
+    must not depend on the training labels. Radii are capped at n, the number of labels.
+    ``fit_intercept`` appends a constant feature (labels are {0, 1} and the threshold 1/2, so
+    features without a constant cannot express the offset); it reads no label.
+    Test points are processed in batches of ``batch_size`` so memory stays O(n * batch_size).
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    Xtr = _checks.finite_matrix(X_train, "X_train")
+    Xte = _checks.finite_matrix(X_test, "X_test")
+    y = _checks.labels(y_train, Xtr.shape[0], k, "y_train")
+    _checks.count(batch_size, "batch_size")
+    if fit_intercept:
+        Xtr, Xte = add_intercept(Xtr), add_intercept(Xte)
+    lam_v = _resolve_lambda(lam, Xtr, y, qf)
+    preds, tails = [], []
+    for start in range(0, Xte.shape[0], batch_size):
+        alpha = kernel_weights(Xtr, Xte[start : start + batch_size], lam_v)
+        res = chernoff_bound(alpha, y, qf, k)
+        preds.append(res.pred)
+        tails.append(res.log_tail)
+    pred = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    log_tail = np.concatenate(tails) if tails else np.zeros(0)
+    radius = radius_from_log_tail(log_tail, qf, k, bound=bound, max_radius=Xtr.shape[0])
+    return Certificate(pred, radius, log_tail, lam_v)
+
+
+def certify_monte_carlo(
+    X_train: ArrayLike,
+    y_train: ArrayLike,
+    X_test: ArrayLike,
+    q: float,
+    n0: int = 100,
+    n: int = 1000,
+    alpha: float = 0.001,
+    lam: float | Literal["auto", "paper"] = "auto",
+    bound: Literal["tight", "kl"] = "tight",
+    num_classes: int = 2,
+    *,
+    fit_intercept: bool = True,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> Certificate:
+    """Sampling counterpart of :func:`certify` (Algorithm 2 with CERTIFY's two draws).
+
+    With probability at least 1 - alpha (per test point), the returned class equals the
+    smoothed prediction g and the radius is certified. Each noisy labelling costs one
+    matrix-vector product per test point (alpha^T y), not a refit. ``n0`` noisy labellings
+    select the class, ``n`` fresh ones estimate its vote share with a one-sided
+    Clopper-Pearson bound; abstain (``pred = -1``, radius 0) where that bound is <= 1/2.
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    _checks.count(n0, "n0")
+    _checks.count(n, "n")
+    lv = _checks.level(alpha, "alpha")
+    Xtr = _checks.finite_matrix(X_train, "X_train")
+    Xte = _checks.finite_matrix(X_test, "X_test")
+    y = _checks.labels(y_train, Xtr.shape[0], k, "y_train")
+    if fit_intercept:
+        Xtr, Xte = add_intercept(Xtr), add_intercept(Xte)
+    lam_v = _resolve_lambda(lam, Xtr, y, qf)
+    A = kernel_weights(Xtr, Xte, lam_v)  # (n_train, m)
+    rng = np.random.default_rng(seed)
+
+    def votes(num: int) -> NDArray[np.int64]:
+        counts = np.zeros((A.shape[1], k), dtype=np.int64)
+        for start in range(0, num, batch_size):
+            Y = flip_labels(y, qf, k, rng, min(batch_size, num - start))  # (b, n)
+            if k == 2:
+                cls = (Y @ A >= 0.5).astype(np.int64)  # phi = 1{alpha^T y >= 1/2}
+            else:
+                onehot = np.eye(k)[Y]  # (b, n, K)
+                cls = np.argmax(np.einsum("bnk,nm->bmk", onehot, A), axis=2)
+            for c in range(k):
+                counts[:, c] += np.sum(cls == c, axis=0)
+        return counts
+
+    c_hat = np.argmax(votes(n0), axis=1)
+    counts = votes(n)
+    n_a = counts[np.arange(c_hat.size), c_hat]
+    p_low = clopper_pearson_lower(n_a, n, lv)
+    certified = p_low > 0.5
+    with np.errstate(divide="ignore"):
+        log_tail = np.where(certified, np.log1p(-p_low), np.log(0.5))
+    pred = np.where(certified, c_hat, ABSTAIN).astype(np.int64)
+    radius = radius_from_log_tail(log_tail, qf, k, bound=bound, max_radius=Xtr.shape[0])
+    return Certificate(pred, radius, log_tail, lam_v)

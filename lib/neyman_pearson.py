@@ -1,0 +1,138 @@
+r"""The tight (Neyman-Pearson) certificate for label-flip smoothing, after Lee et al. (2019).
+
+Setting. Training labels Y1 in {0..K-1}^n are smoothed by replacing each label, independently
+with probability q, by one of the other K-1 classes chosen uniformly: this is mu. Labels Y2
+that differ from Y1 in r places give rho. A set A (the noisy labellings on which the base
+learner votes for the predicted class) with mu(A) >= p keeps the vote if rho(A) > 1/2.
+The certificate is the largest r for which EVERY set with mu(A) >= p has rho(A) > 1/2.
+
+Likelihood-ratio levels (our derivation). Only the r coordinates where Y1 and Y2 differ
+matter. On such a coordinate with Y1_i = a, Y2_i = b, a noisy label equal to a has ratio
+rho/mu = (q/(K-1)) / (1-q) = 1/gamma, equal to b has ratio gamma = (1-q)(K-1)/q, and any
+other class has ratio 1. So the ratio of a whole labelling is gamma^D with
+
+    D = #{changed coordinates whose noisy label equals Y2} - #{... equals Y1},  D in [-r, r].
+
+Under mu, D is a sum of r i.i.d. steps: -1 w.p. 1-q, +1 w.p. q/(K-1), 0 w.p. q(K-2)/(K-1);
+under rho the law of D is the mirror image, P_rho(D = d) = P_mu(D = -d). (K = 2: D = 2M - r
+with M ~ Bin(r, q).) By the Neyman-Pearson lemma the worst set A fills the levels of smallest
+ratio first, so its complement A^c holds the levels of largest D. Write tail = 1 - p for the
+mu-mass allowed outside A. Then rho(A) > 1/2 for all such A iff tail < c*(r), where c*(r) is
+the mu-mass of the top levels at which their rho-mass reaches exactly 1/2 (the last level
+filled fractionally):
+
+    c*(r) = P_mu(D >= d+1) + (1/2 - P_rho(D >= d+1)) * P_mu(D = d) / P_rho(D = d),
+    d = max{d : P_rho(D >= d) >= 1/2}.
+
+This is the paper's F^{-1}_{1-q,1,n}(r) of eq. (4) seen from the tail (c* = 1 - p*(r)).
+The certificate is the largest r with tail < c*(r') for all r' <= r.
+
+Computation. c*(r) is computed for r = 1, 2, ... by convolving the law of D one step at a
+time in log space (so tails of e^-1000 are exact, which the deterministic Chernoff bounds
+need), cached per (q, K) and extended on demand: certifying a whole test set is then one
+vectorised ``searchsorted``. Rounding is made safe: c*(r) is shrunk by a relative 1e-9 and
+the fractional part by 1e-12, which only ever lowers a radius.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import logsumexp
+
+__all__ = ["ThresholdTable", "threshold_table"]
+
+_REL_SAFETY = np.log1p(-1e-9)
+_FRAC_SAFETY = 1e-12
+
+
+class ThresholdTable:
+    """log c*(r) for r = 1..R (running minimum over r), for one (q, K); grows on demand."""
+
+    def __init__(self, q: float, k: int) -> None:
+        self.q, self.k = float(q), int(k)
+        self.log_gamma = np.log1p(-q) + np.log(k - 1) - np.log(q)
+        off = q / (k - 1)
+        with np.errstate(divide="ignore"):
+            # log-probabilities of a step of D under mu: -1, 0, +1
+            self._lstep = np.log(np.array([1.0 - q, q * (k - 2) / (k - 1), off]))
+        self._law = np.zeros(1)  # log P_mu(D = d), d = -r..r, currently r = 0
+        self._r = 0
+        self._logc: list[float] = []
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._r
+
+    def log_thresholds(self) -> NDArray[np.float64]:
+        """Non-increasing array; entry r-1 is the safe log c*(r), minimised over r' <= r."""
+        return np.minimum.accumulate(np.asarray(self._logc, dtype=np.float64))
+
+    def _step(self) -> None:
+        law = self._law
+        new = np.full(law.size + 2, -np.inf)
+        lm, l0, lp = self._lstep
+        # new[i] indexes d = i - (r+1); a -1 step from old d+1, 0 from d, +1 from d-1
+        new[:-2] = law + lm
+        new[1:-1] = np.logaddexp(new[1:-1], law + l0)
+        new[2:] = np.logaddexp(new[2:], law + lp)
+        self._law = new
+        self._r += 1
+        self._logc.append(self._log_cstar(new, self._r))
+
+    def _log_cstar(self, mu_law: NDArray, r: int) -> float:
+        d = np.arange(-r, r + 1)
+        rho_law = mu_law[::-1]  # P_rho(D = d) = P_mu(D = -d)
+        # rho-mass of the levels >= d, summed from the top (small terms first)
+        rho_tail = np.cumsum(np.exp(rho_law)[::-1])[::-1]
+        idx = int(np.nonzero(rho_tail >= 0.5)[0][-1])  # the level d* where 1/2 is crossed
+        above = rho_tail[idx + 1] if idx + 1 < d.size else 0.0
+        log_mu_above = logsumexp(mu_law[idx + 1 :]) if idx + 1 < d.size else -np.inf
+        frac = max(0.0, min(1.0, (0.5 - above) / np.exp(rho_law[idx])) - _FRAC_SAFETY)
+        log_part = np.log(frac) + mu_law[idx] if frac > 0 else -np.inf
+        return float(np.logaddexp(log_mu_above, log_part) + _REL_SAFETY)
+
+    def extend_to(self, r_max: int) -> None:
+        """Compute thresholds up to radius ``r_max`` (thread-safe)."""
+        with self._lock:
+            while self._r < r_max:
+                self._step()
+
+    def radii(self, log_tail: NDArray[np.float64], max_radius: int | None) -> NDArray[np.int64]:
+        """Largest r with log_tail < log c*(r') for all r' <= r (vectorised), capped at max_radius."""
+        lt = np.asarray(log_tail, dtype=np.float64)
+        cap = np.inf if max_radius is None else max_radius
+        finite = lt[np.isfinite(lt)]
+        need = float(finite.min()) if finite.size else None
+        # grow until the smallest tail no longer certifies the last radius (or the cap is hit)
+        target = max(self._r, 16)
+        while True:
+            if target > cap:
+                target = int(cap)
+            self.extend_to(target)
+            thr = self.log_thresholds()
+            if need is None or thr.size == 0 or thr[-1] <= need or self._r >= cap:
+                break
+            target = 2 * self._r
+        # thr is non-increasing: count r with lt < thr[r-1]
+        out = np.searchsorted(-thr, -lt, side="left").astype(np.int64)
+        if max_radius is not None:
+            out = np.minimum(out, max_radius)
+            out[np.isneginf(lt)] = max_radius
+        return out
+
+
+_TABLES: dict[tuple[float, int], ThresholdTable] = {}
+_TABLES_LOCK = threading.Lock()
+
+
+def threshold_table(q: float, k: int) -> ThresholdTable:
+    """The cached :class:`ThresholdTable` for (q, K)."""
+    key = (float(q), int(k))
+    with _TABLES_LOCK:
+        if key not in _TABLES:
+            _TABLES[key] = ThresholdTable(*key)
+        return _TABLES[key]
