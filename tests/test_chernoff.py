@@ -1,0 +1,192 @@
+"""Chernoff bounds (eq. 7, 13, 24) against a generic minimiser, Monte Carlo and invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import minimize_scalar
+from scipy.stats import beta as beta_dist
+
+from lib.chernoff import binary_objective, chernoff_bound, chernoff_certify
+from lib.labelflip import flip_labels
+from lib.least_squares import kernel_weights
+
+
+def _problem(rng, n=200, m=30, d=5):
+    X = rng.normal(size=(n, d))
+    X = np.hstack([X, np.ones((n, 1))])
+    y = (X[:, 0] + 0.5 * rng.normal(size=n) > 0).astype(int)
+    Xt = np.hstack([rng.normal(size=(m, d)), np.ones((m, 1))])
+    return kernel_weights(X, Xt, 1.0), y
+
+
+def test_binary_objective_matches_direct_formula(rng):
+    alpha, y = _problem(rng, n=40, m=3)
+    q = 0.15
+    for t in [-30.0, -1.0, 0.0, 0.5, 12.0]:
+        a = alpha[:, 0]
+        direct = t / 2 + sum(
+            np.log(q + (1 - q) * np.exp(-t * ai)) if yi == 1 else np.log(1 - q + q * np.exp(-t * ai))
+            for ai, yi in zip(a, y)
+        )
+        assert binary_objective(t, a, y, q) == pytest.approx(direct, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("q", [0.01, 0.1, 0.3, 0.45])
+def test_newton_matches_generic_scalar_minimiser(q, rng):
+    alpha, y = _problem(rng)
+    res = chernoff_bound(alpha, y, q)
+    for j in range(alpha.shape[1]):
+        f = lambda t: binary_objective(t, alpha[:, j], y, q)  # noqa: E731
+        scale = 1.0 / np.abs(alpha[:, j]).max()
+        ref = minimize_scalar(f, bounds=(-1e3 * scale, 1e3 * scale), method="bounded",
+                              options={"xatol": 1e-10 * scale})
+        best = min(ref.fun, 0.0)
+        # Newton is at least as good as the reference minimiser, up to rounding
+        assert res.log_tail[j] <= max(best, np.log(0.5)) + 1e-6 * max(1.0, abs(best))
+        if ref.fun < np.log(0.5):
+            assert np.sign(res.t[j]) == np.sign(ref.x)
+
+
+def test_prediction_is_sign_of_expected_score_minus_half(rng):
+    """f'(0) = 1/2 - E[alpha^T Y], and f is convex: t* >= 0 iff E[alpha^T Y] >= 1/2."""
+    alpha, y = _problem(rng)
+    q = 0.2
+    expected = alpha.T @ np.where(y == 1, 1 - q, q)
+    res = chernoff_bound(alpha, y, q)
+    clear = np.abs(expected - 0.5) > 1e-9
+    np.testing.assert_array_equal(res.pred[clear], (expected >= 0.5)[clear].astype(int))
+
+
+def test_bound_is_evaluated_at_returned_t_in_float64(rng):
+    alpha, y = _problem(rng)
+    res = chernoff_bound(alpha, y, 0.1)
+    direct = np.minimum(binary_objective(res.t, alpha, y, 0.1), np.log(0.5))
+    np.testing.assert_array_equal(res.log_tail, direct)
+    assert res.log_tail.dtype == np.float64
+
+
+def test_early_stop_is_still_sound(rng):
+    """Any t is a valid Chernoff parameter: one Newton step gives a looser, still valid bound."""
+    alpha, y = _problem(rng)
+    full = chernoff_bound(alpha, y, 0.1)
+    one = chernoff_bound(alpha, y, 0.1, max_iter=1)
+    assert np.all(one.log_tail >= full.log_tail - 1e-9)
+    np.testing.assert_array_equal(one.log_tail, np.minimum(binary_objective(one.t, alpha, y, 0.1), np.log(0.5)))
+
+
+def test_stable_for_large_t_alpha():
+    """Huge weights: no overflow, finite bounds, correct prediction."""
+    alpha = np.array([[400.0], [-300.0], [250.0]])
+    y = np.array([1, 0, 1])
+    res = chernoff_bound(alpha, y, 0.05)
+    assert np.all(np.isfinite(res.log_tail))
+    assert res.pred[0] == 1
+
+
+def _cp_upper(k, n, level):
+    """One-sided Clopper-Pearson upper bound (1 where every draw voted for the class)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(k >= n, 1.0, beta_dist.ppf(1 - level, k + 1, np.maximum(n - k, 1)))
+
+
+def _mc_probability(alpha, y, q, k, draws, rng):
+    Y = flip_labels(y, q, k, rng, draws)
+    if k == 2:
+        return (Y @ alpha >= 0.5).mean(axis=0)
+    onehot = np.eye(k)[Y]
+    return np.argmax(np.einsum("bnk,nm->bmk", onehot, alpha), axis=2)
+
+
+@pytest.mark.parametrize("q", [0.05, 0.2])
+def test_binary_p_lower_never_above_monte_carlo(q, rng):
+    """Chernoff p_lower <= the Monte Carlo estimate + its (Clopper-Pearson) slack."""
+    alpha, y = _problem(rng, n=120, m=40)
+    pred, p_low = chernoff_certify(alpha, y, q)
+    draws = 20000
+    freq1 = _mc_probability(alpha, y, q, 2, draws, rng)
+    k_pred = np.round(np.where(pred == 1, freq1, 1 - freq1) * draws)
+    upper = _cp_upper(k_pred, draws, 1e-6)
+    assert np.all(p_low <= upper)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), q=st.floats(0.01, 0.45))
+def test_invariant_to_order_of_training_points(seed, q):
+    r = np.random.default_rng(seed)
+    alpha, y = _problem(r, n=60, m=5)
+    perm = r.permutation(60)
+    a = chernoff_bound(alpha, y, q)
+    b = chernoff_bound(alpha[perm], y[perm], q)
+    np.testing.assert_array_equal(a.pred, b.pred)
+    np.testing.assert_allclose(a.log_tail, b.log_tail, rtol=1e-6, atol=1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), q=st.floats(0.02, 0.4))
+def test_p_lower_not_above_monte_carlo_property(seed, q):
+    r = np.random.default_rng(seed)
+    alpha, y = _problem(r, n=50, m=6)
+    pred, p_low = chernoff_certify(alpha, y, q)
+    draws = 4000
+    freq1 = _mc_probability(alpha, y, q, 2, draws, r)
+    k_pred = np.round(np.where(pred == 1, freq1, 1 - freq1) * draws)
+    upper = _cp_upper(k_pred, draws, 1e-7)
+    assert np.all(p_low <= upper)
+
+
+# ------------------------------------------------------------------ multi-class (eq. 24)
+
+
+def _pair_objective_direct(t, a, y, c, r, q, k):
+    total = 0.0
+    off = q / (k - 1)
+    for aj, yj in zip(a, y):
+        if yj == c:
+            p = ((1 - q), q * (k - 2) / (k - 1), off)
+        elif yj == r:
+            p = (off, q * (k - 2) / (k - 1), 1 - q)
+        else:
+            p = (off, 1 - 2 * off, off)
+        total += np.log(p[0] * np.exp(-t * aj) + p[1] + p[2] * np.exp(t * aj))
+    return total
+
+
+def test_multiclass_pairs_match_generic_minimiser_and_union_bound(rng):
+    k, n, m = 4, 80, 6
+    X = np.hstack([rng.normal(size=(n, 3)), np.ones((n, 1))])
+    y = rng.integers(0, k, n)
+    y[X[:, 0] > 1] = 0
+    Xt = np.hstack([rng.normal(size=(m, 3)) + [2, 0, 0], np.ones((m, 1))])
+    alpha = kernel_weights(X, Xt, 0.5) * 3
+    q = 0.1
+    res = chernoff_bound(alpha, y, q, k)
+    onehot = np.eye(k)[y]
+    np.testing.assert_array_equal(res.pred, np.argmax(alpha.T @ onehot, axis=1))
+    for j in range(m):
+        c = res.pred[j]
+        logs = []
+        for r in [x for x in range(k) if x != c]:
+            f = lambda t: _pair_objective_direct(t, alpha[:, j], y, c, r, q, k)  # noqa: E731
+            ref = minimize_scalar(f, bounds=(0, 1e3 / np.abs(alpha[:, j]).max()), method="bounded")
+            logs.append(min(ref.fun, 0.0))
+        union = np.log(np.sum(np.exp(logs)))
+        assert res.log_tail[j] <= max(min(union, np.log(0.5)), -1e300) + 1e-6 * max(1, abs(union))
+
+
+def test_bad_input(rng):
+    alpha, y = _problem(rng, n=20, m=2)
+    with pytest.raises(ValueError, match="q"):
+        chernoff_bound(alpha, y, 0.6)
+    with pytest.raises(ValueError, match="y"):
+        chernoff_bound(alpha, y[:-1], 0.1)
+    with pytest.raises(ValueError, match="y"):
+        chernoff_bound(alpha, y + 1, 0.1)
+    bad = alpha.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="alpha"):
+        chernoff_bound(bad, y, 0.1)
+    with pytest.raises(ValueError, match="num_classes"):
+        chernoff_bound(alpha, y, 0.1, num_classes=1)
