@@ -1,0 +1,85 @@
+# The two commands:  make book   (build the whole book)   and   make test   (run every check).
+# Everything else is a step of those two, or a convenience.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MATHJAX := book/_mathjax/mathjax/tex-chtml.js
+PROFILE ?= full
+NB ?=
+PARAMS ?=
+PIP_QUIET := -q --disable-pip-version-check
+
+.PHONY: help book chapters html chapter test unit-test book-test bench lock system-packages clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | column -t -s $$'\t'
+
+# ---------------------------------------------------------------- set-up (once; again only when a lock changes)
+
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_QUIET) -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import jupyter_book, papermill, torch" # fail here if the install failed
+	@# the repository root on the venv's path: chapters and tests `import lib` from anywhere
+	@$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'randomized_smoothing_book.pth').write_text('$(CURDIR)\n')"
+	@touch $@
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# MathJax is served from the build (not a CDN) so the maths typesets offline. Only the parts
+# that tex-chtml.js loads are copied; not into a `_static/` folder at the book root, where
+# jupyter-book would inject every .js file as a script tag.
+$(MATHJAX): node_modules/.installed
+	rm -rf book/_mathjax && mkdir -p book/_mathjax/mathjax
+	cd node_modules/mathjax/es5 && cp -r tex-chtml.js input output ui a11y adaptors $(CURDIR)/book/_mathjax/mathjax/
+	@touch $@
+
+system-packages:  ## install what pip cannot (Chromium for the rendered-book tests; needs root or sudo)
+	@bash scripts/system_packages.sh
+
+# ---------------------------------------------------------------- the book
+
+book: chapters html  ## build the whole book: set up, run every chapter (PROFILE=full by default), render
+	@echo "The book is at _build/html/index.html (profile $(PROFILE))."
+
+chapters: $(STAMP)  ## run every chapter with papermill under PROFILE
+	$(BIN)/python scripts/run_chapter.py all --profile $(PROFILE)
+
+html: $(STAMP) $(MATHJAX)  ## render the executed chapters (book/chapters/*.ipynb) to _build/html
+	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+
+chapter: $(STAMP)  ## rerun one chapter: make chapter NB=01 [PROFILE=ci] [PARAMS="-p name value"]
+	@test -n "$(NB)" || { echo "usage: make chapter NB=01 [PROFILE=ci] [PARAMS='-p name value']"; exit 2; }
+	$(BIN)/python scripts/run_chapter.py $(NB) --profile $(PROFILE) $(PARAMS)
+	@echo "Re-render with 'make html'; the page is _build/html/book/chapters/<chapter>.html"
+
+# ---------------------------------------------------------------- checks
+
+test: $(STAMP) system-packages  ## every check: unit tests, all chapters under `ci`, the book with -W, the rendered pages
+	$(MAKE) unit-test
+	$(MAKE) book PROFILE=ci
+	$(MAKE) book-test
+
+unit-test: $(STAMP)  ## the library's tests only
+	$(BIN)/python -m pytest -m "not book" -q
+
+book-test: $(STAMP)  ## check the rendered book in headless Chromium (after make book)
+	$(BIN)/python -m pytest -m book -q
+
+bench: $(STAMP)  ## speed of the certificates; prints a table and writes bench.json
+	$(BIN)/python -m lib.bench --json bench.json
+
+lock: $(STAMP)  ## regenerate requirements.txt from the current .venv
+	{ sed -n '1,3p' requirements.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/'; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.txt
+
+clean:  ## remove build outputs (keeps .venv and node_modules)
+	rm -rf _build book/chapters book/_mathjax
