@@ -24,8 +24,9 @@ help:  ## list the targets
 
 $(STAMP): requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_QUIET) -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -c "import jupyter_book, papermill, torch" # fail here if the install failed
+	@echo "Installing the pinned dependencies into $(VENV) (once; log in $(VENV)/pip.log)"
+	@$(BIN)/python -m pip install $(PIP_QUIET) -r requirements.txt > $(VENV)/pip.log 2>&1 \
+		|| { grep -v "^WARNING: Location" $(VENV)/pip.log; exit 1; }
 	@# the repository root on the venv's path: chapters and tests `import lib` from anywhere
 	@$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'randomized_smoothing_book.pth').write_text('$(CURDIR)\n')"
 	@touch $@

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import _checks
 from .labelflip import kl_radius, tight_radius

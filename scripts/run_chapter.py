@@ -15,11 +15,13 @@ exits non-zero.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import jupytext
+import nbformat
 import papermill as pm
 import yaml
 
@@ -60,6 +62,8 @@ def run(stem: str, profile: str, overrides: dict[str, object]) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(nb, source)
     print(f"[{stem}] profile {profile}: {params}", flush=True)
+    # Progress bars are for people at a terminal; in the rendered book they are noise.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.perf_counter()
     try:
         pm.execute_notebook(
@@ -73,8 +77,21 @@ def run(stem: str, profile: str, overrides: dict[str, object]) -> Path:
         )
     finally:
         source.unlink(missing_ok=True)
+        _hide_injected_parameters(target)
     print(f"[{stem}] done in {time.perf_counter() - start:.1f} s -> {target.relative_to(ROOT)}", flush=True)
     return target
+
+
+def _hide_injected_parameters(path: Path) -> None:
+    """The chapter's banner states the values, so the cell papermill injects is not shown."""
+    if not path.exists():
+        return
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
 
 
 def main(argv: list[str] | None = None) -> int:
