@@ -79,7 +79,12 @@ def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDA
 
 
 def _newton_binary(
-    alpha: NDArray, c: NDArray, max_iter: int, tol: float
+    alpha: NDArray,
+    c: NDArray,
+    max_iter: int,
+    tol: float,
+    t0: NDArray | None = None,
+    weights: NDArray | None = None,
 ) -> tuple[NDArray, int]:
     """Safeguarded Newton on f'(t) = 1/2 - w sum_i alpha_i expit(c_i - t alpha_i), vectorised.
 
@@ -88,26 +93,31 @@ def _newton_binary(
     on the active columns only: the final bound is re-evaluated in float64 by the caller, and
     any t is a valid Chernoff parameter, so lower precision here costs tightness, not soundness.
     Stops when a step moves t by less than ``tol`` relative: Newton converges quadratically,
-    so the returned point (after that step) is far more accurate than ``tol``.
+    so the returned point (after that step) is far more accurate than ``tol``. ``t0`` is the
+    starting point (default 0); ``weights`` (same shape as ``alpha``) multiply the terms of the
+    sums, for the binned warm start of :func:`_binned_start`. ``c`` is (n,) or (n, m).
     """
     n, m = alpha.shape
     a32 = alpha.astype(np.float32, copy=False)
-    A2 = a32 * a32
-    c32 = c.astype(np.float32)[:, None]
+    wa = a32 if weights is None else (a32 * weights).astype(np.float32)
+    A2 = wa * a32
+    c32 = c.astype(np.float32)
+    c32 = c32[:, None] if c32.ndim == 1 else c32
     scale = 1.0 / np.maximum(np.abs(alpha).max(axis=0), 1e-300)  # t alpha ~ 1
-    t = np.zeros(m)
+    t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64)
     lo = np.full(m, -np.inf)
     hi = np.full(m, np.inf)
     t_max = 1e4 * scale  # |t| beyond this changes the bound by a negligible amount
     active = np.arange(m)
     it = 0
     for it in range(1, max_iter + 1):
-        A = a32 if active.size == m else a32[:, active]
+        full = active.size == m
+        A = a32 if full else a32[:, active]
         tt = t[active].astype(np.float32)
-        sig = expit(c32 - A * tt[None, :])
-        g = 0.5 - np.einsum("ij,ij->j", A, sig, dtype=np.float64)
+        sig = expit((c32 if full or c32.shape[1] == 1 else c32[:, active]) - A * tt[None, :])
+        g = 0.5 - np.einsum("ij,ij->j", wa if full else wa[:, active], sig, dtype=np.float64)
         sig *= 1.0 - sig
-        h = np.einsum("ij,ij->j", A2 if active.size == m else A2[:, active], sig, dtype=np.float64)
+        h = np.einsum("ij,ij->j", A2 if full else A2[:, active], sig, dtype=np.float64)
         ta = t[active]
         lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
         hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
@@ -127,6 +137,35 @@ def _newton_binary(
         if active.size == 0:
             break
     return t, it
+
+
+_BINS = 512
+
+
+def _binned_start(alpha: NDArray, y: NDArray, c: NDArray, max_iter: int) -> NDArray:
+    """A close starting point for Newton: minimise eq. (7) with each column's weights grouped
+    into ``_BINS`` equal-width bins per label (count and mean weight per bin).
+
+    Cheap (Newton then runs on 2 * _BINS terms instead of n) and, since the exact Newton
+    iterations that follow start from here and run to the same tolerance, it changes how fast
+    the optimum is found, not which optimum or which bound.
+    """
+    n, m = alpha.shape
+    lo = alpha.min(axis=0)
+    width = (alpha.max(axis=0) - lo) / _BINS
+    width[width <= 0] = 1.0
+    idx = np.minimum(((alpha - lo) / width).astype(np.int64), _BINS - 1)
+    idx += (_BINS * y)[:, None]
+    idx += (2 * _BINS) * np.arange(m)[None, :]
+    flat = idx.ravel()
+    size = 2 * _BINS * m
+    counts = np.bincount(flat, minlength=size).reshape(m, 2 * _BINS).T
+    sums = np.bincount(flat, weights=alpha.ravel(), minlength=size).reshape(m, 2 * _BINS).T
+    mean = sums / np.maximum(counts, 1)
+    c_bins = np.repeat(np.array([c[y == 0][0] if np.any(y == 0) else 0.0,
+                                 c[y == 1][0] if np.any(y == 1) else 0.0]), _BINS)
+    t0, _ = _newton_binary(mean, c_bins, max_iter, 1e-4, weights=counts.astype(np.float32))
+    return t0
 
 
 def chernoff_bound(
@@ -173,7 +212,8 @@ def chernoff_bound(
     _checks.count(max_iter, "max_iter")
     if k == 2:
         log_a, c = _binary_coefficients(yv, qf)
-        t, iters = _newton_binary(a, c, max_iter, tol)
+        t0 = _binned_start(a, yv, c, max_iter) if a.shape[0] > 8 * _BINS else None
+        t, iters = _newton_binary(a, c, max_iter, tol, t0=t0)
         # Final bound in float64 at the returned t (any t is valid; f(0) = 0 means "no bound").
         log_b = binary_objective(t, a, yv, qf)
         log_tail = np.minimum(log_b, LOG_HALF)
