@@ -22,10 +22,11 @@ help:  ## list the targets
 
 # ---------------------------------------------------------------- set-up (once; again only when a lock changes)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing the pinned dependencies into $(VENV) (once; log in $(VENV)/pip.log)"
-	@$(BIN)/python -m pip install $(PIP_QUIET) -r requirements.txt > $(VENV)/pip.log 2>&1 \
+	@{ $(BIN)/python -m pip install $(PIP_QUIET) -r requirements.txt \
+		&& $(BIN)/python -m pip install $(PIP_QUIET) --no-deps -r requirements-nodeps.txt; } > $(VENV)/pip.log 2>&1 \
 		|| { grep -v "^WARNING: Location" $(VENV)/pip.log; exit 1; }
 	@# the repository root on the venv's path: chapters and tests `import lib` from anywhere
 	@$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'randomized_smoothing_book.pth').write_text('$(CURDIR)\n')"

@@ -35,6 +35,7 @@ __all__ = [
     "kl_radius",
     "tight_radius",
     "radius_from_log_tail",
+    "required_p",
     "flip_labels",
     "Certificate",
     "certify",
@@ -116,6 +117,25 @@ def tight_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: in
     _check_cap(lt, max_radius)
     out = radius_from_log_tail(lt, qf, k, bound="tight", max_radius=max_radius)
     return int(out) if out.ndim == 0 else out
+
+
+def required_p(r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight") -> float:
+    """The smallest vote share p that certifies r flips (the paper's Figure 5, left).
+
+    Any p above the returned value certifies r flips: tight, p > 1 - c*(r') for all r' <= r
+    (:mod:`lib.neyman_pearson`); KL, the root p > 1/2 of 4p(1-p) = exp(-2 r KL_per_flip),
+    i.e. p = (1 + sqrt(1 - exp(-2 r KL_per_flip))) / 2 (eq. 10 / 25 solved for p).
+    """
+    k = _checks.num_classes(num_classes)
+    qf = _checks.flip_probability(q, k)
+    rr = _checks.count(r, "r")
+    if bound == "kl":
+        return float(0.5 * (1.0 + np.sqrt(-np.expm1(-2.0 * rr * kl_per_flip(qf, k)))))
+    if bound != "tight":
+        raise ValueError(f"bound must be 'tight' or 'kl'; got {bound!r}")
+    table = threshold_table(qf, k)
+    table.extend_to(rr)
+    return float(-np.expm1(table.log_thresholds()[rr - 1]))
 
 
 def radius_from_log_tail(

