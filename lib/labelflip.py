@@ -36,6 +36,7 @@ __all__ = [
     "tight_radius",
     "radius_from_log_tail",
     "required_p",
+    "required_tail",
     "flip_labels",
     "Certificate",
     "certify",
@@ -119,23 +120,29 @@ def tight_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: in
     return int(out) if out.ndim == 0 else out
 
 
-def required_p(r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight") -> float:
-    """The smallest vote share p that certifies r flips (the paper's Figure 5, left).
+def required_tail(r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight") -> float:
+    """1 - p for the smallest vote share p that certifies r flips (kept exact when it is tiny).
 
-    Any p above the returned value certifies r flips: tight, p > 1 - c*(r') for all r' <= r
-    (:mod:`lib.neyman_pearson`); KL, the root p > 1/2 of 4p(1-p) = exp(-2 r KL_per_flip),
-    i.e. p = (1 + sqrt(1 - exp(-2 r KL_per_flip))) / 2 (eq. 10 / 25 solved for p).
+    Any p with 1 - p below the returned value certifies r flips. Tight: c*(r) minimised over
+    r' <= r (:mod:`lib.neyman_pearson`). KL: the root p > 1/2 of 4p(1-p) = exp(-2 r KL_per_flip)
+    (eq. 10 / 25 solved for p), whose tail is (1 - sqrt(1 - e^{-2 r KL})) / 2.
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
     rr = _checks.count(r, "r")
     if bound == "kl":
-        return float(0.5 * (1.0 + np.sqrt(-np.expm1(-2.0 * rr * kl_per_flip(qf, k)))))
+        e = np.exp(-2.0 * rr * kl_per_flip(qf, k))
+        return float(0.5 * e / (1.0 + np.sqrt(-np.expm1(np.log(e)))))  # (1 - sqrt(1-e))/2, stably
     if bound != "tight":
         raise ValueError(f"bound must be 'tight' or 'kl'; got {bound!r}")
     table = threshold_table(qf, k)
     table.extend_to(rr)
-    return float(-np.expm1(table.log_thresholds()[rr - 1]))
+    return float(np.exp(table.log_thresholds()[rr - 1]))
+
+
+def required_p(r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight") -> float:
+    """The smallest vote share p that certifies r flips (the paper's Figure 5, left): 1 - :func:`required_tail`."""
+    return 1.0 - required_tail(r, q, num_classes, bound=bound)
 
 
 def radius_from_log_tail(
