@@ -57,7 +57,7 @@ def bench_labelflip(q: float, n: int, k: int, m: int) -> dict[str, float]:
         "lambda_rule_s": t_lam,
         "kernel_weights_s": t_kw,
         "newton_s": t_newton,
-        "newton_iterations": res.iterations,
+        "newton_iterations": int(res.iterations.max()),
         "tight_radii_first_s": t_table,
         "tight_radii_cached_s": t_radii,
         "total_s": t_lam + t_kw + t_newton + t_table,

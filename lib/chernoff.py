@@ -37,13 +37,14 @@ class ChernoffResult:
         does not go to ``pred``; at most log(1/2). ``p_lower = 1 - exp(log_tail)``.
     t: (m,) for K = 2, (m, K-1) for K > 2: the Chernoff parameters at which the bound was
         evaluated (for K > 2 one per rival class, in increasing class order skipping ``pred``).
-    iterations: number of Newton iterations run (the maximum over test points).
+    iterations: (m,) Newton iterations each test point took on the full problem (for K > 2,
+        the most over its rivals).
     """
 
     pred: NDArray[np.int64]
     log_tail: NDArray[np.float64]
     t: NDArray[np.float64]
-    iterations: int
+    iterations: NDArray[np.int64]
 
     @property
     def p_lower(self) -> NDArray[np.float64]:
@@ -85,7 +86,7 @@ def _newton_binary(
     tol: float,
     t0: NDArray | None = None,
     weights: NDArray | None = None,
-) -> tuple[NDArray, int]:
+) -> tuple[NDArray, NDArray]:
     """Safeguarded Newton on f'(t) = 1/2 - w sum_i alpha_i expit(c_i - t alpha_i), vectorised.
 
     Keeps a bracket [lo, hi] with f'(lo) < 0 < f'(hi); a Newton step outside the bracket is
@@ -109,8 +110,9 @@ def _newton_binary(
     hi = np.full(m, np.inf)
     t_max = 1e4 * scale  # |t| beyond this changes the bound by a negligible amount
     active = np.arange(m)
-    it = 0
-    for it in range(1, max_iter + 1):
+    iters = np.zeros(m, dtype=np.int64)
+    for _ in range(max_iter):
+        iters[active] += 1
         full = active.size == m
         A = a32 if full else a32[:, active]
         tt = t[active].astype(np.float32)
@@ -136,7 +138,7 @@ def _newton_binary(
         active = active[~done]
         if active.size == 0:
             break
-    return t, it
+    return t, iters
 
 
 _BINS = 512
@@ -176,6 +178,7 @@ def chernoff_bound(
     *,
     max_iter: int = 60,
     tol: float = 1e-5,
+    warm_start: bool = True,
 ) -> ChernoffResult:
     r"""Deterministic smoothed prediction and Chernoff tail bound for every column of ``alpha``.
 
@@ -201,6 +204,9 @@ def chernoff_bound(
     alpha: (n,) or (n, m) kernel weights (eq. 12), one column per test point.
     y: (n,) training labels in {0, ..., K-1}.
     q: flip probability in (0, (K-1)/K).
+    max_iter, tol: Newton's budget and relative step tolerance (early stops cost tightness only).
+    warm_start: for K = 2 and n > 4096, start Newton from the optimum of a binned problem
+        (:func:`_binned_start`); False starts every test point at t = 0.
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
@@ -212,7 +218,8 @@ def chernoff_bound(
     _checks.count(max_iter, "max_iter")
     if k == 2:
         log_a, c = _binary_coefficients(yv, qf)
-        t0 = _binned_start(a, yv, c, max_iter) if a.shape[0] > 8 * _BINS else None
+        big = warm_start and a.shape[0] > 8 * _BINS
+        t0 = _binned_start(a, yv, c, max_iter) if big else None
         t, iters = _newton_binary(a, c, max_iter, tol, t0=t0)
         # Final bound in float64 at the returned t (any t is valid; f(0) = 0 means "no bound").
         log_b = binary_objective(t, a, yv, qf)
@@ -288,8 +295,9 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     lo = np.zeros(P)
     hi = np.full(P, np.inf)
     active = np.arange(P)
-    it = 0
-    for it in range(1, max_iter + 1):
+    iters = np.zeros(P, dtype=np.int64)
+    for _ in range(max_iter):
+        iters[active] += 1
         _, g, h = _pair_objective(t[active], A[:, active], logp[:, :, active])
         ta = t[active]
         lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
@@ -308,4 +316,4 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     f, _, _ = _pair_objective(t, A, logp)  # float64, at the returned t
     log_b = np.minimum(f, 0.0).reshape(m, k - 1)
     log_tail = np.minimum(logsumexp(log_b, axis=1), LOG_HALF)  # union bound over rivals
-    return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), it)
+    return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), iters.reshape(m, k - 1).max(axis=1))

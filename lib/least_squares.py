@@ -82,10 +82,17 @@ def ridge_fit_predict(X_train: ArrayLike, y: ArrayLike, X_test: ArrayLike, lam: 
 
 
 def condition_number(X: ArrayLike) -> float:
-    """kappa(X^T X) = sigma_max / sigma_min of X^T X, i.e. the squared condition number of X."""
+    """kappa(X^T X) = sigma_max / sigma_min of X^T X, i.e. the squared condition number of X.
+
+    Raises ValueError when X is numerically rank deficient (kappa infinite or beyond 1/eps):
+    the lambda rules below would then return an infinite or meaningless lambda.
+    """
     s = np.linalg.svd(np.asarray(X, dtype=np.float64), compute_uv=False)
-    if s[-1] <= 0:
-        return np.inf
+    if s[-1] <= s[0] * np.finfo(np.float64).eps * max(np.shape(X)):
+        raise ValueError(
+            "X is rank deficient (e.g. a repeated or constant column, or k > n): kappa(X^T X) is "
+            "infinite and the lambda rule undefined; remove the dependent columns or pass lam"
+        )
     return float((s[0] / s[-1]) ** 2)
 
 

@@ -62,5 +62,7 @@ def test_bad_input(rng):
         kernel_weights(X[0], X, 1.0)
     with pytest.raises(ValueError, match="singular"):
         kernel_weights(np.ones((10, 3)), X, 0.0)
+    with pytest.raises(ValueError, match="rank deficient"):
+        ridge_lambda_label_free(np.hstack([X, X[:, :1]]), 0.1)  # a repeated column
     with pytest.raises(ValueError, match="n > k"):
         ridge_lambda(X[:3], np.zeros(3), 0.1)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.features import flatten_images, pca_features
+
+
+def test_pca_whitened_and_label_free(rng):
+    x = rng.normal(size=(300, 10)) @ rng.normal(size=(10, 10))
+    ftr, fte = pca_features(x, x[:7], 4)
+    np.testing.assert_allclose(ftr.T @ ftr / 300, np.eye(4), atol=1e-10)  # whitened, uncorrelated
+    np.testing.assert_allclose(fte, ftr[:7])
+    # the projection spans the top-4 eigenvectors of the covariance
+    cov = np.cov(x.T, bias=True)
+    w, v = np.linalg.eigh(cov)
+    top = v[:, -4:]
+    proj = (x - x.mean(0)) @ top
+    resid = ftr - proj @ np.linalg.lstsq(proj, ftr, rcond=None)[0]
+    assert np.abs(resid).max() < 1e-8
+
+
+def test_flatten_and_bad_input():
+    imgs = np.full((2, 3, 3), 255, dtype=np.uint8)
+    assert flatten_images(imgs).shape == (2, 9) and flatten_images(imgs).max() == 1.0
+    with pytest.raises(ValueError, match="k"):
+        pca_features(np.zeros((5, 3)), np.zeros((2, 3)), 4)
+    with pytest.raises(ValueError, match="dimensions"):
+        pca_features(np.ones((5, 3)), np.zeros((2, 2)), 2)
