@@ -61,13 +61,12 @@ def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> 
     broadcasts against its trailing axis.
     """
     a = np.asarray(alpha, dtype=np.float64)
-    yv = np.asarray(y)
     tt = np.asarray(t, dtype=np.float64)
-    log_a, c = _binary_coefficients(yv, q)
-    s = a * tt if a.ndim == 1 else a * tt[None, ...]
-    la = log_a if a.ndim == 1 else log_a[:, None]
-    cc = c if a.ndim == 1 else c[:, None]
-    return tt / 2.0 + np.sum(la + np.logaddexp(0.0, cc - s), axis=0)
+    log_a, c = _binary_coefficients(np.asarray(y), q)
+    a2 = a[:, None] if a.ndim == 1 else a  # (n, 1) broadcasts against any t; (n, m) against (m,)
+    s = a2 * tt
+    out = tt / 2.0 + np.sum(log_a[:, None] + np.logaddexp(0.0, c[:, None] - s), axis=0)
+    return out.reshape(np.broadcast_shapes(tt.shape, a.shape[1:])) if a.ndim > 1 or tt.ndim else out[0]
 
 
 def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
