@@ -33,8 +33,10 @@ class ChernoffResult:
     Attributes
     ----------
     pred: (m,) int array, the predicted class (binary: ``1{t* >= 0}``).
-    log_tail: (m,) float64, log of an upper bound B on the probability that the smoothed vote
-        does not go to ``pred``; at most log(1/2). ``p_lower = 1 - exp(log_tail)``.
+    log_tail: (m,) float64, ``min(log B, log 1/2)`` where B bounds the probability that the
+        base learner does not vote for ``pred``. Only where it is below log(1/2) is
+        ``1 - exp(log_tail)`` a lower bound on G(mu, phi, pred) (and pred = g); at log(1/2)
+        nothing is certified (radius 0).
     t: (m,) for K = 2, (m, K-1) for K > 2: the Chernoff parameters at which the bound was
         evaluated (for K > 2 one per rival class, in increasing class order skipping ``pred``).
     iterations: (m,) Newton iterations each test point took on the full problem (for K > 2,
@@ -48,7 +50,8 @@ class ChernoffResult:
 
     @property
     def p_lower(self) -> NDArray[np.float64]:
-        """``max(1 - B, 1/2)``: lower bound on G(mu, phi, pred) (Algorithm 1, step 2)."""
+        """``max(1 - B, 1/2)`` (Algorithm 1, step 2): a lower bound on G(mu, phi, pred) where it
+        exceeds 1/2; the value 1/2 itself means "no certificate", not a bound."""
         return -np.expm1(self.log_tail)
 
 
@@ -107,7 +110,7 @@ def _newton_binary(
     t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64)
     lo = np.full(m, -np.inf)
     hi = np.full(m, np.inf)
-    t_max = 1e4 * scale  # |t| beyond this changes the bound by a negligible amount
+    t_max = np.minimum(1e4 * scale, 1e30)  # further changes the bound negligibly; float32-safe
     active = np.arange(m)
     iters = np.zeros(m, dtype=np.int64)
     for _ in range(max_iter):

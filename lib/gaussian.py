@@ -100,9 +100,9 @@ class Smooth:
         _checks.count(n, "n")
         lv = _checks.level(alpha)
         _checks.count(batch_size, "batch_size")
-        counts0 = self._sample_noise(x, n0, batch_size, generator)
+        counts0 = self.sample_counts(x, n0, batch_size, generator)
         c_a = int(np.argmax(counts0))
-        counts = self._sample_noise(x, n, batch_size, generator)
+        counts = self.sample_counts(x, n, batch_size, generator)
         p_a = clopper_pearson_lower(int(counts[c_a]), n, lv)
         if p_a <= 0.5:
             return ABSTAIN, 0.0
@@ -122,7 +122,7 @@ class Smooth:
         _checks.count(n, "n")
         lv = _checks.level(alpha)
         _checks.count(batch_size, "batch_size")
-        counts = self._sample_noise(x, n, batch_size, generator)
+        counts = self.sample_counts(x, n, batch_size, generator)
         top2 = np.argsort(counts)[::-1][:2]
         n_a, n_b = int(counts[top2[0]]), int(counts[top2[1]])
         if n_a + n_b == 0 or binomtest(n_a, n_a + n_b, p=0.5).pvalue > lv:
@@ -130,12 +130,15 @@ class Smooth:
         return int(top2[0])
 
     @torch.no_grad()
-    def _sample_noise(
-        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None
+    def sample_counts(
+        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
     ) -> NDArray[np.int64]:
-        """Class counts of f(x + eps) over ``num`` draws, ``batch_size`` at a time."""
+        """Class counts of f(x + eps) over ``num`` draws of eps ~ N(0, sigma^2 I), ``batch_size``
+        at a time (never all ``num`` noisy copies at once). Shape (num_classes,)."""
         gen = self.generator if generator is None else generator
         x = torch.as_tensor(x).to(self.device)
+        if not torch.is_floating_point(x):
+            x = x.to(torch.get_default_dtype())
         if not torch.all(torch.isfinite(x)):
             raise ValueError("x contains NaN or inf")
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)

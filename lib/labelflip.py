@@ -66,13 +66,17 @@ def _log_tail_from_p(p: ArrayLike) -> NDArray[np.float64]:
 def _kl_from_log_tail(log_tail: NDArray, q: float, k: int, max_radius: int | None) -> NDArray[np.int64]:
     lt = np.asarray(log_tail, dtype=np.float64)
     ok = lt < np.log(0.5)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    cap = np.inf if max_radius is None else float(max_radius)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # log(4 p (1-p)) with p = 1 - tail, in log space so tiny tails keep their precision
         log4p1p = np.log(4.0) + np.log1p(-np.exp(lt)) + lt
         r = -log4p1p / (2.0 * kl_per_flip(q, k))
-        r = r - _KL_SAFETY * np.maximum(1.0, np.abs(r))  # strict inequality and rounding, safe side
-    cap = np.inf if max_radius is None else max_radius
-    r = np.where(ok, np.minimum(np.floor(np.where(ok, r, 0.0)), cap), 0.0)
+        # strict inequality and rounding, on the safe side (inf, from a tail near 0, stays inf)
+        r = np.where(np.isfinite(r), r - _KL_SAFETY * np.maximum(1.0, np.abs(r)), r)
+        r = np.minimum(r, cap)
+    r = np.where(ok & np.isfinite(r), np.floor(np.where(ok & np.isfinite(r), r, 0.0)), 0.0)
+    if max_radius is not None:
+        r = np.where(ok & np.isneginf(lt), max_radius, r)
     return np.maximum(r, 0).astype(np.int64)
 
 
@@ -196,10 +200,15 @@ class Certificate:
 
     @property
     def p_lower(self) -> NDArray[np.float64]:
+        """Lower bound on the vote share of ``pred`` where > 1/2; exactly 1/2 means uncertified."""
         return -np.expm1(self.log_tail)
 
     def certified_accuracy(self, y_true: ArrayLike, radii: ArrayLike) -> NDArray[np.float64]:
-        """Fraction of test points correctly classified AND certified at each r in ``radii``."""
+        """Fraction of test points correctly classified AND certified at each r in ``radii``.
+
+        At r = 0 this is the plain accuracy of ``pred`` (as in the paper's figures), including
+        predictions whose vote share could not be bounded above 1/2.
+        """
         yt = np.asarray(y_true)
         correct = self.pred == yt
         rr = np.asarray(radii)

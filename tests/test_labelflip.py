@@ -401,3 +401,48 @@ def test_required_p_is_the_threshold(k, bound):
             radius = tight_radius if bound == "tight" else kl_radius
             assert radius(min(p * (1 + 1e-7), np.nextafter(1.0, 0)), q, k) >= r
             assert radius(p * (1 - 1e-7), q, k) < r
+
+
+def test_threshold_table_sound_at_large_r_against_50_digit_arithmetic():
+    """The accumulated rounding of the log-space convolution stays inside the safety margin."""
+    import mpmath as mp
+
+    mp.mp.dps = 50
+    for q, r_values in [(0.01, [500, 2500]), (0.3, [2500])]:
+        table = ThresholdTable(q, 2)
+        table.extend_to(max(r_values))
+        for r in r_values:
+            qm = mp.mpf(q)
+            pmf = lambda m, p: mp.binomial(r, m) * p**m * (1 - p) ** (r - m)  # noqa: E731
+            # rho-mass of the top levels (m = agreements with y2 among the r changed labels)
+            acc_rho, m = mp.mpf(0), r
+            while acc_rho + pmf(m, 1 - qm) < mp.mpf(1) / 2:
+                acc_rho += pmf(m, 1 - qm)
+                m -= 1
+            mu_above = mp.fsum(pmf(j, qm) for j in range(m + 1, r + 1))
+            exact = mu_above + (mp.mpf(1) / 2 - acc_rho) / pmf(m, 1 - qm) * pmf(m, qm)
+            lib = table._logc[r - 1]
+            assert lib < float(mp.log(exact)), (q, r)
+            assert lib == pytest.approx(float(mp.log(exact)), rel=1e-6)
+
+
+def test_kl_radius_edge_cases_return_sane_integers(rng):
+    assert kl_radius(1.0, 0.1, max_radius=100) == 100
+    assert tight_radius(1.0, 0.1, max_radius=100) == 100
+    r = labelflip.radius_from_log_tail(np.array([-5e303, -np.inf]), 0.499, bound="kl", max_radius=25000)
+    assert r.tolist() == [25000, 25000]
+    # a test point with alpha = 0 always votes 0: certified against every flip, no garbage
+    X = rng.normal(size=(30, 3))
+    y = rng.integers(0, 2, 30)
+    Xt = np.vstack([np.zeros(3), rng.normal(size=3)])
+    cert = labelflip.certify(X, y, Xt, q=0.3, bound="kl", fit_intercept=False)
+    assert cert.radius[0] == 30 and cert.pred[0] == 0
+    assert np.all(cert.radius >= 0)
+
+
+def test_growth_is_refused_beyond_the_table_limit(monkeypatch):
+    from lib import neyman_pearson
+
+    monkeypatch.setattr(neyman_pearson, "MAX_TABLE", 2000)  # the real limit, reached sooner
+    with pytest.raises(ValueError, match="max_radius"):
+        labelflip.radius_from_log_tail(np.array([-1e9]), 0.4999)
