@@ -98,7 +98,7 @@ def vote_shares(
     gen = torch.Generator().manual_seed(int(seed))
     out = np.zeros((x.shape[0], k))
     starts = range(0, x.shape[0], batch_points)
-    for start in tqdm(starts, desc="vote shares", disable=not progress, leave=False):
+    for start in tqdm(starts, desc="vote shares", leave=False, **({} if progress else {"disable": True})):
         xb = x[start : start + batch_points]
         noise = torch.randn((num_samples, *xb.shape), generator=gen, dtype=xb.dtype)
         labels = base_classifier((xb[None] + s * noise).reshape(-1, xb.shape[1])).argmax(dim=1)

@@ -90,8 +90,9 @@ def train_gaussian_noise(
     for epoch in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         batches = range(0, len(x), batch_size)
-        for start in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs} sigma={sigma}", disable=not progress,
-                          leave=False):
+        # progress=True leaves tqdm's defaults alone, so TQDM_DISABLE=1 (set for book builds) wins
+        for start in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs} sigma={sigma}", leave=False,
+                          **({} if progress else {"disable": True})):
             idx = perm[start : start + batch_size]
             xb = x[idx]
             xb = (xb + sigma * torch.randn(xb.shape, generator=gen)).to(dev)
