@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["all_labellings", "noise_probabilities", "kl_divergence", "base_votes"]
+__all__ = ["all_labellings", "noise_probabilities", "kl_divergence", "base_votes", "change_labels"]
 
 
 def all_labellings(n: int, k: int) -> NDArray[np.int64]:
@@ -25,6 +25,14 @@ def noise_probabilities(Z: NDArray, y: NDArray, q: float, k: int) -> NDArray[np.
     """mu_y(z) for each row z of Z: each label kept w.p. 1-q, else uniform over the other k-1."""
     per = np.where(Z == np.asarray(y)[None, :], 1.0 - q, q / (k - 1))
     return np.prod(per, axis=1)
+
+
+def change_labels(y: NDArray, r: int, k: int, rng: np.random.Generator) -> NDArray[np.int64]:
+    """A copy of y with r randomly chosen labels moved to another class (the adversary's Y2)."""
+    y2 = np.array(y, dtype=np.int64)
+    idx = rng.choice(len(y2), r, replace=False)
+    y2[idx] = (y2[idx] + rng.integers(1, k, r)) % k
+    return y2
 
 
 def kl_divergence(y1: NDArray, y2: NDArray, q: float, k: int) -> float:

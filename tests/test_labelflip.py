@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import all_labellings, base_votes, noise_probabilities
+from lib.enumeration import change_labels
 from lib import labelflip
 from lib.labelflip import kl_per_flip, kl_radius, tight_radius
 from lib.neyman_pearson import ThresholdTable
@@ -28,9 +29,7 @@ def test_kl_of_product_measures_matches_enumeration(k, q, rng):
     n = 5 if k < 5 else 4
     y1 = rng.integers(0, k, n)
     for r in range(n + 1):
-        y2 = y1.copy()
-        idx = rng.choice(n, r, replace=False)
-        y2[idx] = (y2[idx] + rng.integers(1, k, r)) % k
+        y2 = change_labels(y1, r, k, rng)
         Z = all_labellings(n, k)
         mu = noise_probabilities(Z, y1, q, k)
         rho = noise_probabilities(Z, y2, q, k)
@@ -73,9 +72,7 @@ def _np_worst_case(n, k, q, r, p, rng):
     with mu-mass p, the last atom fractionally (Neyman-Pearson).
     """
     y1 = rng.integers(0, k, n)
-    y2 = y1.copy()
-    idx = rng.choice(n, r, replace=False)
-    y2[idx] = (y2[idx] + rng.integers(1, k, r)) % k
+    y2 = change_labels(y1, r, k, rng)
     Z = all_labellings(n, k)
     mu = noise_probabilities(Z, y1, q, k)
     rho = noise_probabilities(Z, y2, q, k)
