@@ -208,3 +208,4 @@ def test_binned_warm_start_reaches_the_same_optimum(rng):
         plain = np.minimum(binary_objective(t_plain, alpha, y, q), np.log(0.5))
         np.testing.assert_allclose(res.log_tail, plain, rtol=1e-8, atol=1e-10)
         assert res.iterations.max() <= 3
+        assert np.all(res.log_tail <= plain + 1e-6 * np.maximum(1, np.abs(plain)))
