@@ -145,6 +145,17 @@ def test_threshold_table_matches_exact_rationals(k, q):
         assert raw[r - 1] == pytest.approx(exact, abs=1e-7)
 
 
+@pytest.mark.parametrize("q", [0.001, 0.05, 0.2, 0.45])
+def test_binary_closed_form_matches_the_convolution(q):
+    """Two independent computations of the K = 2 thresholds: binomial formulas, convolution."""
+    closed = ThresholdTable(q, 2)
+    conv = ThresholdTable(q, 2)
+    conv.closed_form = False
+    closed.extend_to(400)
+    conv.extend_to(400)
+    np.testing.assert_allclose(closed._logc, conv._logc, rtol=1e-7, atol=1e-9)
+
+
 def test_binary_table_matches_binomial_closed_form():
     """K = 2 against scipy's binomial tails (a second, independent formula), r up to 300."""
     from scipy.stats import binom
@@ -440,6 +451,7 @@ def test_kl_radius_edge_cases_return_sane_integers(rng):
 def test_growth_is_refused_beyond_the_table_limit(monkeypatch):
     from lib import neyman_pearson
 
-    monkeypatch.setattr(neyman_pearson, "MAX_TABLE", 2000)  # the real limit, reached sooner
+    monkeypatch.setattr(neyman_pearson, "MAX_TABLE", 2000)  # the real limits, reached sooner
+    monkeypatch.setattr(neyman_pearson, "MAX_TABLE_BINARY", 2000)
     with pytest.raises(ValueError, match="max_radius"):
         labelflip.radius_from_log_tail(np.array([-1e9]), 0.4999)
