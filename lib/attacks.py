@@ -1,0 +1,80 @@
+"""Label-flip attacks: upper bounds on robustness, to set beside the certified lower bounds.
+
+The undefended least-squares classifier predicts 1{alpha^T y >= 1/2} (eq. 11/12), a linear
+function of the labels, so the fewest flips that change its prediction is solvable exactly:
+flipping label i moves the score by alpha_i (1 - 2 y_i), the moves add up, so the best attack
+takes the largest helpful moves first (:func:`min_flips_least_squares`).
+
+The same argument applies to the sign of the *expected* noisy score, which is the smoothed
+prediction of :mod:`lib.chernoff` (the sign of t*): flipping label i moves
+E[alpha^T Y] = q sum(alpha) + (1 - 2q) alpha^T y by (1 - 2q) alpha_i (1 - 2 y_i). So the same
+greedy order gives the strongest attack on the smoothed prediction, and
+:func:`attack_smoothed` uses it to test certificates: no attack may change a certified prediction
+with fewer flips than its radius.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _checks
+from .chernoff import chernoff_bound
+
+__all__ = ["min_flips_least_squares", "attack_smoothed"]
+
+
+def _greedy_min_flips(score: NDArray, moves: NDArray, threshold: float) -> NDArray[np.float64]:
+    """Fewest columns-wise moves to push ``score`` to the other side of ``threshold``.
+
+    ``score`` (m,), ``moves`` (n, m): move i of column j changes score j by moves[i, j]. A score
+    >= threshold must go below it; one below must reach >= threshold. inf where impossible.
+    """
+    up = score < threshold  # needs to rise
+    signed = np.where(up[None, :], moves, -moves)  # helpful moves are positive
+    srt = -np.sort(-signed, axis=0)  # descending
+    gains = np.cumsum(np.maximum(srt, 0.0), axis=0)
+    need = np.where(up, threshold - score, score - threshold)  # rise to >= thr / fall below thr
+    ok = np.where(up[None, :], gains >= need[None, :], gains > need[None, :])
+    first = np.argmax(ok, axis=0).astype(np.float64) + 1.0
+    return np.where(ok.any(axis=0), first, np.inf)
+
+
+def min_flips_least_squares(alpha: ArrayLike, y: ArrayLike) -> NDArray[np.float64]:
+    """Exact fewest label flips that change the undefended prediction 1{alpha^T y >= 1/2}.
+
+    ``alpha`` (n, m) kernel weights, ``y`` (n,) labels in {0, 1}. Returns (m,) floats; inf where no
+    set of flips changes the prediction.
+    """
+    a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
+    yv = _checks.labels(y, a.shape[0], 2)
+    return _greedy_min_flips(a.T @ yv, a * (1 - 2 * yv)[:, None], 0.5)
+
+
+def attack_smoothed(alpha: ArrayLike, y: ArrayLike, q: float, max_flips: int) -> tuple[NDArray, NDArray]:
+    """Attack the smoothed (Chernoff) prediction with the greedy order, up to ``max_flips`` flips.
+
+    For each test column, flips the labels in the order that moves the expected noisy score
+    towards the other side fastest, and reports the first number of flips after which the
+    smoothed prediction changes AND the new prediction is certified (p_lower > 1/2), i.e. an
+    attack proven to succeed. Returns (flips, changed): flips[j] is that number (inf if none up to
+    ``max_flips``). A certificate of radius R is contradicted if flips[j] <= R.
+    """
+    a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
+    yv = _checks.labels(y, a.shape[0], 2)
+    qf = _checks.flip_probability(q, 2)
+    base = chernoff_bound(a, yv, qf)
+    moves = (1 - 2 * qf) * a * (1 - 2 * yv)[:, None]
+    up = base.pred == 0
+    order = np.argsort(-np.where(up[None, :], moves, -moves), axis=0)
+    flips = np.full(a.shape[1], np.inf)
+    for j in range(a.shape[1]):
+        for r in range(1, min(max_flips, a.shape[0]) + 1):
+            y_att = yv.copy()
+            idx = order[:r, j]
+            y_att[idx] = 1 - y_att[idx]
+            res = chernoff_bound(a[:, j : j + 1], y_att, qf)
+            if res.pred[0] != base.pred[j] and res.log_tail[0] < np.log(0.5):
+                flips[j] = r
+                break
+    return flips, base.pred
