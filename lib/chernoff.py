@@ -271,7 +271,11 @@ def chernoff_bound(
         log_tail = np.minimum(log_b, LOG_HALF)
         pred = (t >= 0).astype(np.int64)
         return ChernoffResult(pred, log_tail, t, iters)
-    return _multiclass(a, yv, qf, k, max_iter, tol)
+    # Multi-class: one Newton problem per (test point, rival); stream the test points in chunks
+    # so that the (3, n, chunk * (K-1)) work arrays stay near 6e6 entries (~50 MB each).
+    chunk = max(1, int(2e6 // (a.shape[0] * (k - 1))))
+    parts = [_multiclass(a[:, s : s + chunk], yv, qf, k, max_iter, tol) for s in range(0, a.shape[1], chunk)]
+    return ChernoffResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("pred", "log_tail", "t", "iterations")))
 
 
 def chernoff_certify(

@@ -209,3 +209,18 @@ def test_binned_warm_start_reaches_the_same_optimum(rng):
         np.testing.assert_allclose(res.log_tail, plain, rtol=1e-8, atol=1e-10)
         assert res.iterations.max() <= 3
         assert np.all(res.log_tail <= plain + 1e-6 * np.maximum(1, np.abs(plain)))
+
+
+def test_multiclass_streams_test_points_in_chunks(rng):
+    """Chunking the test points (to bound memory) gives the same bounds as one at a time."""
+    n, m, k = 1000, 2100, 3  # chunk = 2e6 / (n (K-1)) = 1000 columns: three chunks
+    X = np.hstack([rng.normal(size=(n, 3)), np.ones((n, 1))])
+    y = rng.integers(0, k, n)
+    y[X[:, 0] > 0.5] = 1
+    alpha = kernel_weights(X, np.hstack([rng.normal(size=(m, 3)), np.ones((m, 1))]), 1.0) * 3
+    full = chernoff_bound(alpha, y, 0.1, k)
+    assert full.log_tail.shape == (m,) and full.t.shape == (m, k - 1)
+    for j in [0, 999, 1000, 2099]:
+        one = chernoff_bound(alpha[:, j], y, 0.1, k)
+        assert one.pred[0] == full.pred[j]
+        assert one.log_tail[0] == pytest.approx(full.log_tail[j], rel=1e-9, abs=1e-12)
