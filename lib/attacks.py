@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _checks
 from .chernoff import chernoff_bound
 
-__all__ = ["min_flips_least_squares", "attack_smoothed"]
+__all__ = ["min_flips_least_squares", "attack_smoothed", "logistic_fit", "attack_logistic"]
 
 
 def _greedy_min_flips(score: NDArray, moves: NDArray, threshold: float) -> NDArray[np.float64]:
@@ -78,3 +78,66 @@ def attack_smoothed(alpha: ArrayLike, y: ArrayLike, q: float, max_flips: int) ->
                 flips[j] = r
                 break
     return flips, base.pred
+
+
+def logistic_fit(X: NDArray, y: NDArray, l2: float = 1e-3, w0: NDArray | None = None, iters: int = 25) -> NDArray:
+    """L2-regularised logistic regression by Newton's method (the undefended model of App. C:
+    a network's frozen features with a retrained top layer). Returns weights (k,); warm-starts
+    from ``w0``. ``X`` should contain an intercept column."""
+    n, k = X.shape
+    w = np.zeros(k) if w0 is None else w0.copy()
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        g = X.T @ (p - y) + l2 * n * w
+        H = (X * (p * (1 - p))[:, None]).T @ X + l2 * n * np.eye(k)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return w
+
+
+def attack_logistic(
+    X: ArrayLike, y: ArrayLike, Xt: ArrayLike, max_flips: int, l2: float = 1e-3, order: str = "distance"
+) -> NDArray[np.float64]:
+    """Flips needed to change a retrained logistic regression's prediction (App. C), per test point.
+
+    ``order='distance'``: flip the training points of the predicted class nearest to the test
+    point in feature space first; ``order='influence'``: flip first the points whose label flip
+    most increases the test loss, by the influence function of Koh & Liang (2017) computed once
+    at the clean model. The model is retrained (warm-started Newton) after every flip. Returns
+    (m,) floats: the number of flips at which the prediction changed, inf if not within
+    ``max_flips``. An upper bound on the true robustness of the undefended model.
+    """
+    Xa = _checks.finite_matrix(X, "X")
+    Xta = _checks.finite_matrix(Xt, "Xt")
+    yv = _checks.labels(y, Xa.shape[0], 2).astype(np.float64)
+    w = logistic_fit(Xa, yv, l2)
+    pred = (Xta @ w >= 0).astype(np.int64)
+    if order == "influence":
+        p = 1.0 / (1.0 + np.exp(-(Xa @ w)))
+        H = (Xa * (p * (1 - p))[:, None]).T @ Xa + l2 * len(yv) * np.eye(Xa.shape[1])
+        # d loss_test / d(flip i) ~ -grad_test^T H^-1 (grad(z_i^-) - grad(z_i)); flipping y_i
+        # changes the training gradient by x_i (y_i - (1 - y_i)) = x_i (2 y_i - 1)
+        Hinv_X = np.linalg.solve(H, (Xa * (2 * yv - 1)[:, None]).T)  # (k, n)
+    out = np.full(Xta.shape[0], np.inf)
+    for j in range(Xta.shape[0]):
+        same = np.flatnonzero(yv == pred[j])
+        if order == "distance":
+            cand = same[np.argsort(np.linalg.norm(Xa[same] - Xta[j], axis=1))]
+        elif order == "influence":
+            pt = 1.0 / (1.0 + np.exp(-(Xta[j] @ w)))
+            grad_test = Xta[j] * (pt - pred[j])  # loss gradient w.r.t. w at the predicted label
+            score = -(grad_test @ Hinv_X)  # increase of the test loss per flip (to first order)
+            cand = np.argsort(-score)
+        else:
+            raise ValueError(f"order must be 'distance' or 'influence'; got {order!r}")
+        y_att = yv.copy()
+        w_att = w
+        for r, i in enumerate(cand[:max_flips], start=1):
+            y_att[i] = 1.0 - y_att[i]
+            w_att = logistic_fit(Xa, y_att, l2, w0=w_att, iters=8)
+            if int(Xta[j] @ w_att >= 0) != pred[j]:
+                out[j] = r
+                break
+    return out

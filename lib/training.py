@@ -69,6 +69,7 @@ def train_gaussian_noise(
     seed: int = 0,
     device: str | torch.device | None = None,
     progress: bool = True,
+    embed_dim: int = 128,
 ) -> SmallCNN:
     """Train :class:`SmallCNN` on images in [0, 1] with N(0, sigma^2 I) noise added to every
     batch (Cohen et al.'s training; sigma = 0 trains on clean images). Seeded: the same inputs
@@ -82,7 +83,7 @@ def train_gaussian_noise(
     dev = torch.device(device) if device is not None else default_device()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = SmallCNN(num_classes).to(dev)
+    model = SmallCNN(num_classes, embed_dim).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     x = _as_float_images(x_train)
     yt = torch.as_tensor(y, dtype=torch.long)

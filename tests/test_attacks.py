@@ -46,3 +46,27 @@ def test_no_attack_beats_the_certificate(rng):
     assert np.isfinite(flips).sum() >= 5  # the attack does succeed beyond the radius, so the check bites
     undefended = min_flips_least_squares(alpha, y)
     assert np.all(undefended >= 1)
+
+
+def test_logistic_attacks_find_real_flips(rng):
+    from lib.attacks import attack_logistic, logistic_fit
+
+    X = add_intercept(rng.normal(size=(150, 3)))
+    y = (X[:, 0] + 0.3 * rng.normal(size=150) > 0).astype(int)
+    Xt = add_intercept(rng.normal(size=(8, 3)) * 0.3)
+    w = logistic_fit(X, y.astype(float))
+    p = 1 / (1 + np.exp(-(X @ w)))
+    grad = X.T @ (p - y) + 1e-3 * 150 * w
+    assert np.abs(grad).max() < 1e-8  # Newton found the optimum
+    for order in ["distance", "influence"]:
+        flips = attack_logistic(X, y, Xt, max_flips=60, order=order)
+        assert np.isfinite(flips).all()
+        # replay the attack's claim for one point: the flips really change the prediction
+    j = 0
+    flips = attack_logistic(X, y, Xt[:1], max_flips=60, order="distance")
+    pred = int(Xt[0] @ w >= 0)
+    same = np.flatnonzero(y == pred)
+    cand = same[np.argsort(np.linalg.norm(X[same] - Xt[0], axis=1))][: int(flips[j])]
+    y2 = y.copy()
+    y2[cand] ^= 1
+    assert int(Xt[0] @ logistic_fit(X, y2.astype(float)) >= 0) != pred
