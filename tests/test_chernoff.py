@@ -100,16 +100,18 @@ def _mc_probability(alpha, y, q, k, draws, rng):
     return np.argmax(np.einsum("bnk,nm->bmk", onehot, alpha), axis=2)
 
 
-@pytest.mark.parametrize("q", [0.05, 0.2])
-def test_binary_p_lower_never_above_monte_carlo(q, rng):
-    """Chernoff p_lower <= the Monte Carlo estimate + its (Clopper-Pearson) slack."""
-    alpha, y = _problem(rng, n=120, m=40)
+def _assert_below_monte_carlo(alpha, y, q, draws, level, rng):
+    """Chernoff p_lower <= the one-sided Clopper-Pearson upper bound of a Monte Carlo estimate."""
     pred, p_low = chernoff_certify(alpha, y, q)
-    draws = 20000
     freq1 = _mc_probability(alpha, y, q, 2, draws, rng)
     k_pred = np.round(np.where(pred == 1, freq1, 1 - freq1) * draws)
-    upper = _cp_upper(k_pred, draws, 1e-6)
-    assert np.all(p_low <= upper)
+    assert np.all(p_low <= _cp_upper(k_pred, draws, level))
+
+
+@pytest.mark.parametrize("q", [0.05, 0.2])
+def test_binary_p_lower_never_above_monte_carlo(q, rng):
+    alpha, y = _problem(rng, n=120, m=40)
+    _assert_below_monte_carlo(alpha, y, q, 20000, 1e-6, rng)
 
 
 @settings(max_examples=25, deadline=None)
@@ -129,12 +131,7 @@ def test_invariant_to_order_of_training_points(seed, q):
 def test_p_lower_not_above_monte_carlo_property(seed, q):
     r = np.random.default_rng(seed)
     alpha, y = _problem(r, n=50, m=6)
-    pred, p_low = chernoff_certify(alpha, y, q)
-    draws = 4000
-    freq1 = _mc_probability(alpha, y, q, 2, draws, r)
-    k_pred = np.round(np.where(pred == 1, freq1, 1 - freq1) * draws)
-    upper = _cp_upper(k_pred, draws, 1e-7)
-    assert np.all(p_low <= upper)
+    _assert_below_monte_carlo(alpha, y, q, 4000, 1e-7, r)
 
 
 # ------------------------------------------------------------------ multi-class (eq. 24)
