@@ -1,0 +1,62 @@
+"""The plumbing stays consistent: pins, conda environment, profiles and chapter parameters."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import jupytext
+import yaml
+
+from lib import profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_environment_yml_installs_the_pip_lock():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip_section = next(d for d in deps if isinstance(d, dict))["pip"]
+    assert pip_section == ["-r requirements.txt"]
+
+
+def test_every_requirement_is_pinned_and_direct_ones_are_locked():
+    lock = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"unpinned requirement: {line}"
+            lock[name.lower().replace("_", "-")] = version
+    for line in (ROOT / "requirements.in").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name = re.split(r"[=<>\[ ]", line.strip())[0].lower().replace("_", "-")
+            assert name in lock, f"{name} is a direct dependency but not in the lock"
+    assert lock["torch"] == "2.13.0" and lock["jupyter-book"] == "1.0.4.post1"
+
+
+def _parameters_cell(path: Path) -> dict:
+    nb = jupytext.read(path)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+    names = {}
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: the parameters cell holds assignments only"
+        names[node.targets[0].id] = ast.literal_eval(node.value)
+    return names
+
+
+def test_every_chapter_has_parameters_matching_both_profiles():
+    data = profiles.load()
+    chapters = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
+    assert chapters
+    toc = (ROOT / "_toc.yml").read_text()
+    for path in chapters:
+        params = _parameters_cell(path)
+        assert params.pop("profile") == "ci"
+        for prof in profiles.PROFILES:
+            assert set(data[prof][path.stem]) == set(params), (path.stem, prof)
+        assert f"book/chapters/{path.stem}" in toc, f"{path.stem} is not in _toc.yml"
+        # the defaults in the notebook are the ci profile's values
+        assert data["ci"][path.stem] == params, path.stem
