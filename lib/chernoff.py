@@ -183,13 +183,15 @@ def _exact_f_and_newton_step(t: NDArray, alpha: NDArray, c: NDArray, log_a: NDAr
     One multi-threaded float64 pass: the bound itself and the Newton step that says whether t is
     already optimal to the tolerance.
     """
-    u = torch.addcmul(torch.from_numpy(c[:, None]), torch.from_numpy(alpha), torch.from_numpy(t), value=-1.0)
+    A = torch.from_numpy(alpha)
+    u = torch.addcmul(torch.from_numpy(c[:, None]), A, torch.from_numpy(t), value=-1.0)
     f = torch.logaddexp(torch.zeros((), dtype=torch.float64), u).sum(dim=0).numpy()
     f = t / 2.0 + float(np.sum(log_a)) + f
-    sig = u.sigmoid_()
-    A = torch.from_numpy(alpha)
-    g = 0.5 - (A * sig).sum(dim=0).numpy()
-    h = (A * A * (sig - sig * sig)).sum(dim=0).numpy()
+    sig = u.sigmoid_()  # reuse the buffers: three n x m arrays in all
+    tmp = A * sig
+    g = 0.5 - tmp.sum(dim=0).numpy()
+    tmp.mul_(A).mul_(sig.neg_().add_(1.0))  # alpha^2 sigma (1 - sigma)
+    h = tmp.sum(dim=0).numpy()
     with np.errstate(divide="ignore", invalid="ignore"):
         step = np.where(h > 0, g / h, np.where(g == 0, 0.0, np.inf))
     return f, step
