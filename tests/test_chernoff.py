@@ -206,6 +206,9 @@ def test_binned_warm_start_reaches_the_same_optimum(rng):
         np.testing.assert_allclose(res.log_tail, plain, rtol=1e-8, atol=1e-10)
         assert res.iterations.max() <= 3
         assert np.all(res.log_tail <= plain + 1e-6 * np.maximum(1, np.abs(plain)))
+        # the bound reported is the float64 bound at the t reported, on this path too
+        at_t = np.minimum(binary_objective(res.t, alpha, y, q), np.log(0.5))
+        np.testing.assert_allclose(res.log_tail, at_t, rtol=1e-13, atol=1e-13)
 
 
 def test_multiclass_streams_test_points_in_chunks(rng):
