@@ -68,12 +68,20 @@ def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> 
     tt = np.asarray(t, dtype=np.float64)
     log_a, c = _binary_coefficients(np.asarray(y), q)
     a2 = a[:, None] if a.ndim == 1 else a  # (n, 1) broadcasts against any t; (n, m) against (m,)
-    # float64 throughout; torch's logaddexp is exact (no softplus threshold) and multi-threaded
-    u = torch.addcmul(torch.from_numpy(c[:, None]), torch.from_numpy(a2), torch.from_numpy(np.atleast_1d(tt)),
-                      value=-1.0)
+    out, _ = _float64_bound(torch.from_numpy(np.ascontiguousarray(a2)), c, log_a, np.atleast_1d(tt))
+    return out.reshape(np.broadcast_shapes(tt.shape, a.shape[1:])) if a.ndim > 1 or tt.ndim else float(out[0])
+
+
+def _float64_bound(A: torch.Tensor, c: NDArray, log_a: NDArray, t: NDArray) -> tuple[NDArray, torch.Tensor]:
+    """f(t) of eq. (7), in float64, for (n, m) weights A and t of shape (m,) (or any shape
+    broadcasting against A's columns), and the (n, m) array u = c - t alpha it was computed from.
+
+    The one place where the reported bound is computed. torch's logaddexp is exact (no softplus
+    threshold) and multi-threaded.
+    """
+    u = torch.addcmul(torch.from_numpy(c[:, None]), A, torch.from_numpy(t), value=-1.0)
     terms = torch.logaddexp(torch.zeros((), dtype=torch.float64), u).sum(dim=0).numpy()
-    out = tt / 2.0 + float(np.sum(log_a)) + (terms if tt.ndim or a.ndim > 1 else terms[0])
-    return out.reshape(np.broadcast_shapes(tt.shape, a.shape[1:])) if a.ndim > 1 or tt.ndim else float(out)
+    return t / 2.0 + float(np.sum(log_a)) + terms, u
 
 
 def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -184,9 +192,7 @@ def _exact_f_and_newton_step(t: NDArray, alpha: NDArray, c: NDArray, log_a: NDAr
     already optimal to the tolerance.
     """
     A = torch.from_numpy(alpha)
-    u = torch.addcmul(torch.from_numpy(c[:, None]), A, torch.from_numpy(t), value=-1.0)
-    f = torch.logaddexp(torch.zeros((), dtype=torch.float64), u).sum(dim=0).numpy()
-    f = t / 2.0 + float(np.sum(log_a)) + f
+    f, u = _float64_bound(A, c, log_a, t)
     sig = u.sigmoid_()  # reuse the buffers: three n x m arrays in all
     tmp = A * sig
     g = 0.5 - tmp.sum(dim=0).numpy()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MNIST", "load_mnist", "binary_subset", "data_dir", "read_idx", "DataUnavailableError"]
+__all__ = ["MNIST", "load_mnist", "binary_subset", "mnist17", "data_dir", "read_idx", "DataUnavailableError"]
 
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MNIST_FILES = {  # file -> MD5 of the .gz, as listed by torchvision.datasets.MNIST
@@ -161,3 +161,16 @@ def binary_subset(x: NDArray, y: NDArray, negative: int, positive: int) -> tuple
     """The images of two classes, relabelled 0 (``negative``) and 1 (``positive``), in original order."""
     keep = (y == negative) | (y == positive)
     return x[keep], (y[keep] == positive).astype(np.int64)
+
+
+def mnist17(mnist: MNIST, n_train: int, n_test: int, rng: np.random.Generator):
+    """MNIST 1 versus 7 (label 1 for a seven): a seeded subsample of at most n_train training and
+    n_test test points (all 13007 / 2163 when asked for as many), kept in their original order.
+
+    Returns (x_train, y_train, x_test, y_test).
+    """
+    x_tr, y_tr = binary_subset(mnist.x_train, mnist.y_train, 1, 7)
+    x_te, y_te = binary_subset(mnist.x_test, mnist.y_test, 1, 7)
+    tr = np.sort(rng.choice(len(y_tr), min(n_train, len(y_tr)), replace=False))
+    te = np.sort(rng.choice(len(y_te), min(n_test, len(y_te)), replace=False))
+    return x_tr[tr], y_tr[tr], x_te[te], y_te[te]

@@ -46,7 +46,8 @@ import threading
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
+from scipy.special import gammaln, logsumexp
+from scipy.stats import binom
 
 __all__ = ["ThresholdTable", "threshold_table"]
 
@@ -158,9 +159,6 @@ def binary_log_cstar(q: float, r: NDArray[np.int64]) -> NDArray[np.float64]:
     log-pmfs (gammaln) over the next 512 levels, whose terms fall geometrically (ratio about
     (q/(1-q))^2), and dropping the rest can only lower c*. Same safety margins as the table.
     """
-    from scipy.special import gammaln
-    from scipy.stats import binom
-
     r = np.asarray(r, dtype=np.int64)
     rf = r.astype(np.float64)
     lq, l1q = np.log(q), np.log1p(-q)

@@ -49,3 +49,7 @@ def test_mnist_offline_is_the_official_data():
     x17, y17 = data.binary_subset(mnist.x_train, mnist.y_train, 1, 7)
     assert x17.shape[0] == 13007 and set(np.unique(y17)) == {0, 1}
     assert data.binary_subset(mnist.x_test, mnist.y_test, 1, 7)[0].shape[0] == 2163
+    xs, ys, xt, yt = data.mnist17(mnist, 500, 13007 * 2, np.random.default_rng(0))
+    assert xs.shape == (500, 28, 28) and ys.shape == (500,) and xt.shape[0] == 2163
+    again = data.mnist17(mnist, 500, 100, np.random.default_rng(0))
+    np.testing.assert_array_equal(again[0], xs)  # seeded
