@@ -304,32 +304,44 @@ def chernoff_certify(
 # --------------------------------------------------------------------------------------------
 
 
-def _pair_log_probs(yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> NDArray[np.float64]:
-    """log P(Z_j = +1), log P(Z_j = 0), log P(Z_j = -1) for Z_j = Y_jc - Y_jr (eq. 23).
+def _pair_probs(yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> tuple[torch.Tensor, ...]:
+    """P(Z_j = +1), P(Z_j = 0), P(Z_j = -1) for Z_j = Y_jc - Y_jr (eq. 23), as float64 tensors.
 
-    ``c`` and ``r`` are (P,) class indices; the result has shape (3, n, P).
+    ``c`` and ``r`` are (P,) class indices; each result has shape (n, P).
     """
     off = q / (k - 1)
-    is_c = yv[:, None] == c[None, :]
-    is_r = yv[:, None] == r[None, :]
-    other = ~(is_c | is_r)
-    p_plus = np.where(is_c, 1.0 - q, off)
-    p_minus = np.where(is_r, 1.0 - q, off)
-    p_zero = np.where(other, 1.0 - 2.0 * off, q * (k - 2) / (k - 1))
-    with np.errstate(divide="ignore"):
-        return np.log(np.stack([p_plus, p_zero, p_minus]))
+    yt = torch.as_tensor(yv)[:, None]
+    is_c = yt == torch.as_tensor(c)[None, :]
+    is_r = yt == torch.as_tensor(r)[None, :]
+    f64 = torch.float64
+    p_plus = torch.where(is_c, torch.tensor(1.0 - q, dtype=f64), torch.tensor(off, dtype=f64))
+    p_minus = torch.where(is_r, torch.tensor(1.0 - q, dtype=f64), torch.tensor(off, dtype=f64))
+    p_zero = torch.where(is_c | is_r, torch.tensor(q * (k - 2) / (k - 1), dtype=f64),
+                         torch.tensor(1.0 - 2.0 * off, dtype=f64))
+    return p_plus, p_zero, p_minus
 
 
-def _pair_objective(t: NDArray, a: NDArray, logp: NDArray) -> tuple[NDArray, NDArray, NDArray]:
-    """F(t) = sum_j log(p+ e^{-t a_j} + p0 + p- e^{t a_j}) (eq. 24) and its first two derivatives."""
+def _pair_objective(
+    t: torch.Tensor, a: torch.Tensor, probs: tuple[torch.Tensor, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """F(t) = sum_j log(p+ e^{-t a_j} + p0 + p- e^{t a_j}) (eq. 24) and its first two derivatives.
+
+    float64 throughout. Each term is evaluated as |s| + log(p+ e^{-s-|s|} + p0 e^{-|s|} + p- e^{s-|s|})
+    with s = t a_j: no exponent is positive, and the term whose exponent is 0 has probability
+    >= q/(K-1) > 0, so nothing overflows and the logarithm never sees 0.
+    """
+    p_plus, p_zero, p_minus = probs
     s = a * t[None, :]
-    u = np.stack([logp[0] - s, logp[1], logp[2] + s])
-    lse = logsumexp(u, axis=0)
-    w = np.exp(u - lse[None])
-    d = w[2] - w[0]
-    f = lse.sum(axis=0)
-    g = np.sum(a * d, axis=0)
-    h = np.sum(a * a * (w[2] + w[0] - d * d), axis=0)
+    m = s.abs()
+    w_plus = p_plus * torch.exp(-s - m)
+    w_minus = p_minus * torch.exp(s - m)
+    z = w_plus + p_zero * torch.exp(-m) + w_minus
+    f = (m + torch.log(z)).sum(dim=0)
+    w_plus /= z
+    w_minus /= z
+    d = w_minus - w_plus
+    g = (a * d).sum(dim=0)
+    h = (a * a * (w_minus + w_plus - d * d)).sum(dim=0)
     return f, g, h
 
 
@@ -344,10 +356,11 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     cols = np.repeat(np.arange(m), k - 1)
     pc = pred[cols]
     pr = rivals.reshape(-1)
-    A = a[:, cols]
-    logp = _pair_log_probs(yv, pc, pr, q, k)
+    A_np = a[:, cols]
+    A = torch.from_numpy(np.ascontiguousarray(A_np))
+    probs = _pair_probs(yv, pc, pr, q, k)
     P = cols.size
-    scale = 1.0 / np.maximum(np.abs(A).max(axis=0), 1e-300)
+    scale = 1.0 / np.maximum(np.abs(A_np).max(axis=0), 1e-300)
     t = np.zeros(P)
     lo = np.zeros(P)
     hi = np.full(P, np.inf)
@@ -355,7 +368,10 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     iters = np.zeros(P, dtype=np.int64)
     for _ in range(max_iter):
         iters[active] += 1
-        _, g, h = _pair_objective(t[active], A[:, active], logp[:, :, active])
+        idx = torch.from_numpy(active)
+        sub = probs if active.size == P else tuple(p[:, idx] for p in probs)
+        _, g, h = _pair_objective(torch.from_numpy(t[active]), A if active.size == P else A[:, idx], sub)
+        g, h = g.numpy(), h.numpy()
         ta = t[active]
         lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
         hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
@@ -370,7 +386,7 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
         active = active[~done]
         if active.size == 0:
             break
-    f, _, _ = _pair_objective(t, A, logp)  # float64, at the returned t
-    log_b = np.minimum(f, 0.0).reshape(m, k - 1)
+    f, _, _ = _pair_objective(torch.from_numpy(t), A, probs)  # float64, at the returned t
+    log_b = np.minimum(f.numpy(), 0.0).reshape(m, k - 1)
     log_tail = np.minimum(logsumexp(log_b, axis=1), LOG_HALF)  # union bound over rivals
     return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), iters.reshape(m, k - 1).max(axis=1))
