@@ -5,6 +5,12 @@ function of the labels, so the fewest flips that change its prediction is solvab
 flipping label i moves the score by alpha_i (1 - 2 y_i), the moves add up, so the best attack
 takes the largest helpful moves first (:func:`min_flips_least_squares`).
 
+For K classes the undefended prediction argmax_c alpha^T Y_c is linear in the one-hot labels too.
+To make rival r beat the prediction p, relabelling point i closes the gap s_p - s_r by at most
+2 alpha_i (y_i = p, relabelled r), -2 alpha_i (y_i = r, relabelled p) or |alpha_i| (any other
+label, relabelled r or p); these best moves add up, so sorting them solves each (p, r) pair
+exactly and the fewest flips is the minimum over rivals (:func:`min_flips_multiclass`).
+
 The same argument applies to the sign of the *expected* noisy score, which is the smoothed
 prediction of :mod:`lib.chernoff` (the sign of t*): flipping label i moves
 E[alpha^T Y] = q sum(alpha) + (1 - 2q) alpha^T y by (1 - 2q) alpha_i (1 - 2 y_i). So the same
@@ -21,7 +27,8 @@ from numpy.typing import ArrayLike, NDArray
 from . import _checks
 from .chernoff import chernoff_bound
 
-__all__ = ["min_flips_least_squares", "attack_smoothed", "logistic_fit", "attack_logistic"]
+__all__ = ["min_flips_least_squares", "attack_smoothed", "logistic_fit", "attack_logistic",
+           "min_flips_multiclass", "attack_smoothed_multiclass"]
 
 
 def _greedy_min_flips(score: NDArray, moves: NDArray, threshold: float) -> NDArray[np.float64]:
@@ -141,3 +148,85 @@ def attack_logistic(
                 out[j] = r
                 break
     return out
+
+
+def _pair_moves(a: NDArray, yv: NDArray, p: int, r: int) -> tuple[NDArray, NDArray]:
+    """Best gap-closing move of each training point for rival r against p, and its new label."""
+    gain = np.where(yv == p, 2 * a, np.where(yv == r, -2 * a, np.abs(a)))
+    new = np.where(yv == p, r, np.where(yv == r, p, np.where(a > 0, r, p)))
+    return gain, new
+
+
+def min_flips_multiclass(alpha: ArrayLike, y: ArrayLike, num_classes: int) -> tuple[NDArray, NDArray]:
+    """Exact fewest label flips that change the undefended prediction argmax_c alpha^T Y_c.
+
+    A rival wins when it scores at least as much as the prediction (ties count as a change: the
+    attack is then at most one flip too optimistic, which errs on the side of a stronger attack).
+    ``alpha`` (n, m), ``y`` (n,) in {0..K-1}. Returns (flips (m,), pred (m,)); inf where impossible.
+    """
+    k = _checks.num_classes(num_classes)
+    a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
+    yv = _checks.labels(y, a.shape[0], k)
+    onehot = np.zeros((a.shape[0], k))
+    onehot[np.arange(a.shape[0]), yv] = 1.0
+    scores = a.T @ onehot
+    pred = np.argmax(scores, axis=1)
+    flips = np.full(a.shape[1], np.inf)
+    for j in range(a.shape[1]):
+        p = pred[j]
+        for r in range(k):
+            if r == p:
+                continue
+            gain, _ = _pair_moves(a[:, j], yv, p, r)
+            gains = np.cumsum(np.maximum(-np.sort(-gain), 0.0))
+            ok = np.flatnonzero(gains >= scores[j, p] - scores[j, r])
+            if ok.size:
+                flips[j] = min(flips[j], ok[0] + 1.0)
+    return flips, pred
+
+
+def attack_smoothed_multiclass(
+    alpha: ArrayLike, y: ArrayLike, q: float, num_classes: int, max_flips: int
+) -> tuple[NDArray, NDArray]:
+    """Attack the K-class smoothed (Chernoff) prediction; proven successes only.
+
+    For each test column: for every rival, the exact best order of relabellings of
+    :func:`min_flips_multiclass` (the smoothed prediction is the argmax of the expected scores,
+    an affine function of the same one-hot labels); along it, the smallest number of flips found
+    by doubling then bisection at which the multi-class Chernoff bound CERTIFIES a prediction
+    other than the original one (log tail < log 1/2), so the attack provably changed g. Returns
+    (flips, pred): flips[j] is that number, minimised over rivals (inf if none up to
+    ``max_flips``). A certificate of radius R is contradicted if flips[j] <= R.
+    """
+    k = _checks.num_classes(num_classes)
+    a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
+    yv = _checks.labels(y, a.shape[0], k)
+    qf = _checks.flip_probability(q, k)
+    base = chernoff_bound(a, yv, qf, k)
+    flips = np.full(a.shape[1], np.inf)
+    cap = min(max_flips, a.shape[0])
+    for j in range(a.shape[1]):
+        col, p = a[:, j : j + 1], base.pred[j]
+        for r in range(k):
+            if r == p:
+                continue
+            gain, new = _pair_moves(a[:, j], yv, p, r)
+            order = np.argsort(-gain, kind="stable")
+
+            def changed(n_flips: int) -> bool:
+                y_att = yv.copy()
+                y_att[order[:n_flips]] = new[order[:n_flips]]
+                res = chernoff_bound(col, y_att, qf, k)
+                return bool(res.pred[0] != p and res.log_tail[0] < np.log(0.5))
+
+            lo, hi = 0, 1  # invariant: changed(lo) is False (or lo = 0)
+            while hi < cap and not changed(hi):
+                lo, hi = hi, 2 * hi
+            hi = min(hi, cap)
+            if not changed(hi):
+                continue
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if changed(mid) else (mid, hi)
+            flips[j] = min(flips[j], hi)
+    return flips, base.pred

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages that pip cannot provide: Chromium, for the tests that open the rendered book
-# as a reader would (tests/test_book.py). Installs them with apt-get when missing (as root, or
-# with sudo); otherwise says what to install.
+# as a reader would (tests/test_book.py); npm, for MathJax; Debian's Fashion-MNIST (chapter 6's
+# Dogfish analogue; without it lib.data downloads it, with checksums, when online). Installs
+# them with apt-get when missing (as root, or with sudo); otherwise says what to install.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
   echo "Missing system packages: ${need[*]}. Install them (Debian/Ubuntu: apt-get install ${need[*]})." >&2

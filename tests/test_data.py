@@ -53,3 +53,40 @@ def test_mnist_offline_is_the_official_data():
     assert xs.shape == (500, 28, 28) and ys.shape == (500,) and xt.shape[0] == 2163
     again = data.mnist17(mnist, 500, 100, np.random.default_rng(0))
     np.testing.assert_array_equal(again[0], xs)  # seeded
+
+
+def test_fashion_mnist_missing_error_names_the_debian_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "nowhere")
+    with pytest.raises(data.DataUnavailableError, match="dataset-fashion-mnist.*train-images-idx3-ubyte.gz"):
+        data.load_fashion_mnist(download=False, folder=tmp_path)
+
+
+def test_fashion_mnist_from_cache_folder_is_verified(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "nowhere")
+    for name, shape in zip(data.FASHION_FILES, [(60000, 28, 28), (60000,), (10000, 28, 28), (10000,)]):
+        _write_idx(tmp_path / name, np.zeros(shape, np.uint8))
+    # the files' MD5s are not the official ones, so the cache path refuses them ...
+    with pytest.raises(data.DataUnavailableError):
+        data.load_fashion_mnist(download=False, folder=tmp_path)
+    # ... and in the Debian folder (any compression) the decoded arrays must match the SHA-256
+    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path)
+    with pytest.raises(ValueError, match="Fashion-MNIST x_train does not match"):
+        data.load_fashion_mnist(download=False, folder=tmp_path / "cache")
+
+
+def test_fashion_mnist_offline_and_the_dogfish_sized_pair():
+    try:
+        ds = data.load_fashion_mnist(download=False)
+    except data.DataUnavailableError:
+        pytest.skip("Debian dataset-fashion-mnist not installed (scripts/system_packages.sh installs it)")
+    assert np.bincount(ds.y_train).tolist() == [6000] * 10 and np.bincount(ds.y_test).tolist() == [1000] * 10
+    xs, ys, xt, yt = data.class_pair(ds, 0, 6, 900, 300, np.random.default_rng(1))
+    assert xs.shape == (1800, 28, 28) and xt.shape == (600, 28, 28)
+    assert np.bincount(ys).tolist() == [900, 900] and np.bincount(yt).tolist() == [300, 300]
+    # the images of label 1 are shirts (class 6) and no test image is a training image
+    shirts = ds.x_train[ds.y_train == 6].reshape(6000, -1)
+    assert (xs[ys == 1].reshape(900, 1, -1) == shirts[None]).all(axis=2).any(axis=1).all()
+    again = data.class_pair(ds, 0, 6, 900, 300, np.random.default_rng(1))
+    np.testing.assert_array_equal(again[0], xs)
+    with pytest.raises(ValueError, match="only 6000 exist"):
+        data.class_pair(ds, 0, 6, 6001, 1, np.random.default_rng(0))

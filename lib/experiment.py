@@ -1,0 +1,154 @@
+"""The steps every label-flip experiment of chapter 6 shares (MNIST 1/7, the Dogfish analogue,
+IMDB, ten-class MNIST): a feature network trained on OTHER classes, its embedding, the undefended
+models and their attacks, attacked accuracy, and the soundness check of certificates against
+attacks on the smoothed classifier.
+
+Feature maps must not read the training labels the adversary may flip (paper, Sec. 4.1); a
+network trained on other classes, PCA of the inputs, or pre-trained word vectors never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+
+from . import _checks
+from .attacks import (attack_logistic, attack_smoothed, attack_smoothed_multiclass, logistic_fit,
+                      min_flips_least_squares, min_flips_multiclass)
+from .data import MNIST
+from .labelflip import Certificate
+from .least_squares import add_intercept, kernel_weights
+from .training import SmallCNN, cache_key, cached_model, default_device, train_gaussian_noise
+
+__all__ = ["FeatureNetwork", "train_on_other_classes", "embed", "live_columns", "attacked_accuracy",
+           "first_below", "Undefended", "attack_undefended", "attack_certified"]
+
+
+@dataclass
+class FeatureNetwork:
+    """A :class:`SmallCNN` trained on the classes in ``classes`` only, and its test accuracy there."""
+
+    net: SmallCNN
+    classes: tuple[int, ...]
+    accuracy: float
+    test_images: int
+    from_cache: bool
+    seconds: float
+
+
+def train_on_other_classes(
+    ds: MNIST, exclude: tuple[int, ...], embed_dim: int, epochs: int, n_examples: int, seed: int, name: str
+) -> FeatureNetwork:
+    """Train (or load from the cache) a CNN on a seeded subsample of ``n_examples`` training images
+    of every class NOT in ``exclude``; its ``embed_dim``-wide penultimate layer is the feature map.
+    The excluded classes' labels are never read. Reports accuracy on the kept classes' test images."""
+    kept = tuple(c for c in range(int(ds.y_train.max()) + 1) if c not in exclude)
+    remap = np.full(int(ds.y_train.max()) + 1, -1)
+    remap[list(kept)] = np.arange(len(kept))
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero(np.isin(ds.y_train, kept))
+    idx = np.sort(rng.choice(pool, min(n_examples, pool.size), replace=False))
+    x, y = ds.x_train[idx], remap[ds.y_train[idx]]
+    key = cache_key(x, y, epochs=epochs, embed_dim=embed_dim, seed=seed, model=f"SmallCNN-{len(kept)}")
+    net, cached, secs = cached_model(
+        f"{name}-{embed_dim}",
+        build=lambda: SmallCNN(len(kept), embed_dim),
+        make=lambda: train_gaussian_noise(x, y, 0.0, num_classes=len(kept), epochs=epochs, seed=seed,
+                                          device=default_device(), embed_dim=embed_dim),
+        key=key)
+    test = np.flatnonzero(np.isin(ds.y_test, kept))
+    with torch.no_grad():
+        dev = next(net.parameters()).device
+        logits = torch.cat([net(torch.as_tensor(ds.x_test[test[i:i + 2000]], dtype=torch.float32).to(dev) / 255.0).cpu()
+                            for i in range(0, test.size, 2000)])
+    acc = float((logits.argmax(1).numpy() == remap[ds.y_test[test]]).mean())
+    return FeatureNetwork(net, kept, acc, int(test.size), cached, secs)
+
+
+@torch.no_grad()
+def embed(net: SmallCNN, images: NDArray, batch: int = 2000) -> NDArray[np.float64]:
+    """The network's embedding of uint8 images, (N, embed_dim) float64."""
+    dev = next(net.parameters()).device
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
+    return torch.cat([net.embed(x[i:i + batch].to(dev)).cpu() for i in range(0, len(x), batch)]).double().numpy()
+
+
+def live_columns(F: ArrayLike, tol: float = 1e-8) -> NDArray[np.bool_]:
+    """Columns of the TRAINING features that vary (dead ReLU units make X^T X singular). Reads no label."""
+    return _checks.finite_matrix(F, "F").std(axis=0) > tol
+
+
+def attacked_accuracy(pred: ArrayLike, needed: ArrayLike, truth: ArrayLike, radii: ArrayLike) -> NDArray[np.float64]:
+    """Fraction of points predicted correctly AND needing more than r flips to change, for each r:
+    the accuracy an attacker with r flips per test point leaves (an upper bound when ``needed``
+    comes from heuristic attacks, exact when it comes from an exact attack)."""
+    ok = np.asarray(pred) == np.asarray(truth)
+    return np.mean(ok[None, :] & (np.asarray(needed)[None, :] > np.asarray(radii)[:, None]), axis=1)
+
+
+def first_below(curve: ArrayLike, radii: ArrayLike, level: float) -> int | None:
+    """The first r at which ``curve`` drops below ``level`` (None if it never does)."""
+    below = np.flatnonzero(np.asarray(curve) < level)
+    return int(np.asarray(radii)[below[0]]) if below.size else None
+
+
+@dataclass
+class Undefended:
+    """Predictions of the undefended models and the flips their attacks need per test point."""
+
+    ls_pred: NDArray
+    ls_flips: NDArray  # exact minimal attack on least squares (lambda -> 0), all test points
+    lr_pred: NDArray | None = None  # logistic regression (binary tasks only)
+    lr_flips: NDArray | None = None  # best of the paper's two App. C orderings, on lr_points
+    lr_points: NDArray | None = None
+
+
+def attack_undefended(
+    F: NDArray, y: NDArray, Ft: NDArray, num_classes: int = 2, attack_points: int = 0, attack_max_flips: int = 0,
+) -> Undefended:
+    """The undefended models on the same (label-free) features: least squares with lambda -> 0
+    (a 1e-6 relative ridge, for numerical safety), attacked exactly; for K = 2 also a logistic-
+    regression head attacked by the paper's two orderings (l2 distance in feature space,
+    influence), keeping the best per point, on the first ``attack_points`` test points."""
+    X, Xt = add_intercept(F), add_intercept(Ft)
+    alpha = kernel_weights(X, Xt, 1e-6 * np.trace(X.T @ X) / X.shape[1])
+    if num_classes > 2:
+        flips, pred = min_flips_multiclass(alpha, y, num_classes)
+        return Undefended(pred, flips)
+    out = Undefended((alpha.T @ y >= 0.5).astype(np.int64), min_flips_least_squares(alpha, y))
+    if attack_points > 0:
+        sub = np.arange(min(attack_points, len(Ft)))
+        dist = attack_logistic(X, y, Xt[sub], attack_max_flips, order="distance")
+        infl = attack_logistic(X, y, Xt[sub], attack_max_flips, order="influence")
+        w = logistic_fit(X, y.astype(float))
+        out.lr_pred, out.lr_flips, out.lr_points = (Xt @ w >= 0).astype(np.int64), np.minimum(dist, infl), sub
+    return out
+
+
+def attack_certified(
+    F: NDArray, y: NDArray, Ft: NDArray, cert: Certificate, q: float, points: NDArray,
+    num_classes: int = 2, slack: int = 30,
+) -> NDArray[np.float64]:
+    """Attack the smoothed classifier on the test points ``points`` (with the certificate's lambda)
+    and return the flips each proven attack needed (inf: none found within radius + ``slack``).
+
+    Raises AssertionError if any attack succeeds with no more flips than the certified radius:
+    that would be a soundness bug, so every chapter calls this and a test does too.
+    """
+    X, Xt = add_intercept(F), add_intercept(Ft[points])
+    alpha = kernel_weights(X, Xt, cert.lam)
+    budget = int(cert.radius[points].max()) + slack
+    if num_classes > 2:
+        flips, pred = attack_smoothed_multiclass(alpha, y, q, num_classes, max_flips=budget)
+    else:
+        flips, pred = attack_smoothed(alpha, y, q, max_flips=budget)
+    if not np.array_equal(pred, cert.pred[points]):
+        raise AssertionError("the attack's smoothed prediction differs from the certificate's")
+    bad = np.flatnonzero(flips <= cert.radius[points])
+    if bad.size:
+        raise AssertionError(f"attacks changed certified predictions within their radius at test points "
+                             f"{points[bad].tolist()}: soundness bug")
+    return flips

@@ -1,0 +1,102 @@
+"""The shared experiment steps: multi-class exact attacks against brute force; attacks never beat
+certificates (and the check does fire on an inflated certificate); attacked accuracy."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from lib import experiment, labelflip
+from lib.attacks import attack_smoothed_multiclass, min_flips_multiclass
+from lib.chernoff import chernoff_bound
+from lib.least_squares import add_intercept, kernel_weights
+
+
+def _changed(alpha_col, labels, k, p):
+    s = np.array([alpha_col[labels == c].sum() for c in range(k)])
+    return any(s[r] >= s[p] for r in range(k) if r != p)
+
+
+def test_min_flips_multiclass_matches_brute_force(rng):
+    k = 3
+    for _ in range(25):
+        n = int(rng.integers(3, 7))
+        X = rng.normal(size=(n, 2))
+        alpha = kernel_weights(X, rng.normal(size=(2, 2)) * 2, 0.3)
+        y = rng.integers(0, k, n)
+        ours, pred = min_flips_multiclass(alpha, y, k)
+        for j in range(2):
+            best = np.inf
+            for lab in itertools.product(range(k), repeat=n):
+                lab = np.array(lab)
+                d = int((lab != y).sum())
+                if d < best and d > 0 and _changed(alpha[:, j], lab, k, pred[j]):
+                    best = d
+            assert ours[j] == best
+
+
+def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(rng):
+    k, q, n = 3, 0.05, 150
+    centers = rng.normal(size=(k, 4)) * 2
+    y = rng.integers(0, k, n)
+    F = centers[y] + rng.normal(size=(n, 4))
+    Ft = centers[rng.integers(0, k, 12)] + rng.normal(size=(12, 4))
+    cert = labelflip.certify(F, y, Ft, q, num_classes=k)
+    pts = np.arange(12)
+    flips = experiment.attack_certified(F, y, Ft, cert, q, pts, num_classes=k, slack=60)
+    assert np.all(flips > cert.radius)
+    assert np.isfinite(flips).sum() >= 6  # the attack does find changes
+    # recompute one attack by hand: the reported number of flips does certify another class
+    alpha = kernel_weights(add_intercept(F), add_intercept(Ft), cert.lam)
+    fl, _ = attack_smoothed_multiclass(alpha[:, :1], y, q, k, max_flips=int(flips[np.isfinite(flips)].max()))
+    assert fl[0] == flips[0]
+    # an inflated certificate is caught: the check can fail
+    fake = labelflip.Certificate(cert.pred, np.where(np.isfinite(flips), flips.astype(int), cert.radius),
+                                 cert.log_tail, cert.lam)
+    with pytest.raises(AssertionError, match="soundness bug"):
+        experiment.attack_certified(F, y, Ft, fake, q, pts, num_classes=k, slack=60)
+
+
+def test_binary_attack_check_fires_on_an_inflated_certificate(rng):
+    X = rng.normal(size=(100, 3))
+    y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
+    Xt = rng.normal(size=(10, 3))
+    cert = labelflip.certify(X, y, Xt, 0.1)
+    flips = experiment.attack_certified(X, y, Xt, cert, 0.1, np.arange(10), slack=80)
+    assert np.all(flips > cert.radius) and np.isfinite(flips).any()
+    fake = labelflip.Certificate(cert.pred, np.where(np.isfinite(flips), flips, cert.radius).astype(int),
+                                 cert.log_tail, cert.lam)
+    with pytest.raises(AssertionError, match="soundness bug"):
+        experiment.attack_certified(X, y, Xt, fake, 0.1, np.arange(10), slack=80)
+
+
+def test_attacked_accuracy_and_crossing():
+    pred, truth = np.array([1, 1, 0, 0]), np.array([1, 1, 0, 1])
+    needed = np.array([3.0, 1.0, np.inf, 2.0])
+    r = np.arange(5)
+    acc = experiment.attacked_accuracy(pred, needed, truth, r)
+    np.testing.assert_allclose(acc, [0.75, 0.5, 0.5, 0.25, 0.25])
+    assert experiment.first_below(acc, r, 0.5) == 3
+    assert experiment.first_below(acc, r, 0.1) is None
+
+
+def test_live_columns_drop_constant_features():
+    F = np.c_[np.arange(5.0), np.zeros(5), np.ones(5) * 3]
+    assert experiment.live_columns(F).tolist() == [True, False, False]
+
+
+def test_undefended_multiclass_attack_matches_direct(rng):
+    k, n = 4, 80
+    F = rng.normal(size=(n, 3))
+    y = rng.integers(0, k, n)
+    Ft = rng.normal(size=(5, 3))
+    und = experiment.attack_undefended(F, y, Ft, num_classes=k)
+    X, Xt = add_intercept(F), add_intercept(Ft)
+    alpha = kernel_weights(X, Xt, 1e-6 * np.trace(X.T @ X) / X.shape[1])
+    onehot = np.eye(k)[y]
+    np.testing.assert_array_equal(und.ls_pred, np.argmax(alpha.T @ onehot, axis=1))
+    assert np.all(und.ls_flips >= 1)
+    # the smoothed prediction of the multi-class bound is the same argmax for the same alpha
+    np.testing.assert_array_equal(chernoff_bound(alpha, y, 0.1, k).pred, und.ls_pred)
