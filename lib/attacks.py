@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import expit
 
 from . import _checks
 from .chernoff import chernoff_bound
@@ -94,7 +95,7 @@ def logistic_fit(X: NDArray, y: NDArray, l2: float = 1e-3, w0: NDArray | None = 
     n, k = X.shape
     w = np.zeros(k) if w0 is None else w0.copy()
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        p = expit(X @ w)
         g = X.T @ (p - y) + l2 * n * w
         H = (X * (p * (1 - p))[:, None]).T @ X + l2 * n * np.eye(k)
         step = np.linalg.solve(H, g)
@@ -122,7 +123,7 @@ def attack_logistic(
     w = logistic_fit(Xa, yv, l2)
     pred = (Xta @ w >= 0).astype(np.int64)
     if order == "influence":
-        p = 1.0 / (1.0 + np.exp(-(Xa @ w)))
+        p = expit(Xa @ w)
         H = (Xa * (p * (1 - p))[:, None]).T @ Xa + l2 * len(yv) * np.eye(Xa.shape[1])
         # d loss_test / d(flip i) ~ -grad_test^T H^-1 (grad(z_i^-) - grad(z_i)); flipping y_i
         # changes the training gradient by x_i (y_i - (1 - y_i)) = x_i (2 y_i - 1)
@@ -133,7 +134,7 @@ def attack_logistic(
         if order == "distance":
             cand = same[np.argsort(np.linalg.norm(Xa[same] - Xta[j], axis=1))]
         elif order == "influence":
-            pt = 1.0 / (1.0 + np.exp(-(Xta[j] @ w)))
+            pt = expit(Xta[j] @ w)
             grad_test = Xta[j] * (pt - pred[j])  # loss gradient w.r.t. w at the predicted label
             score = -(grad_test @ Hinv_X)  # increase of the test loss per flip (to first order)
             cand = np.argsort(-score)

@@ -24,7 +24,7 @@ from .least_squares import add_intercept, kernel_weights
 from .training import SmallCNN, cache_key, cached_model, default_device, train_gaussian_noise
 
 __all__ = ["FeatureNetwork", "train_on_other_classes", "embed", "live_columns", "attacked_accuracy",
-           "first_below", "Undefended", "attack_undefended", "attack_certified"]
+           "first_below", "Undefended", "attack_undefended", "attack_certified", "plot_certified_curves"]
 
 
 @dataclass
@@ -152,3 +152,31 @@ def attack_certified(
         raise AssertionError(f"attacks changed certified predictions within their radius at test points "
                              f"{points[bad].tolist()}: soundness bug")
     return flips
+
+
+def plot_certified_curves(ax, radii: NDArray, certs: dict[float, Certificate], y_test: NDArray,
+                          undefended: Undefended | None = None, title: str = "", lr_max_flips: int | None = None):
+    """The paper's figure on one axis: certified accuracy (solid) per q against flips, the
+    non-robust accuracy of each smoothed classifier (dashed), the undefended models' attacked
+    accuracy and, for binary tasks, the constant classifier at 50% (dotted)."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.cm.viridis(np.linspace(0, 0.85, len(certs)))
+    for (q, c), col in zip(certs.items(), colors):
+        ax.plot(radii, 100 * c.certified_accuracy(y_test, radii), color=col, label=f"q = {q}")
+        ax.axhline(100 * np.mean(c.pred == y_test), color=col, ls="--", lw=0.8)
+    if undefended is not None:
+        ax.plot(radii, 100 * attacked_accuracy(undefended.ls_pred, undefended.ls_flips, y_test, radii), color="C3",
+                label="undefended least squares (exact attack)")
+        if undefended.lr_flips is not None:
+            within = radii <= (lr_max_flips if lr_max_flips is not None else radii.max())
+            sub = undefended.lr_points
+            ax.plot(radii[within], 100 * attacked_accuracy(undefended.lr_pred[sub], undefended.lr_flips,
+                                                           y_test[sub], radii[within]),
+                    color="C1", label=f"undefended logistic regression (App. C attacks, {len(sub)} points)")
+    if len(np.unique(y_test)) == 2:
+        ax.axhline(50, color="k", ls=":", lw=0.8, label="constant classifier")
+    ax.set_xlabel("training labels flipped by the adversary (per test point)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
