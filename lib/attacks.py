@@ -59,14 +59,20 @@ def min_flips_least_squares(alpha: ArrayLike, y: ArrayLike) -> NDArray[np.float6
     return _greedy_min_flips(a.T @ yv, a * (1 - 2 * yv)[:, None], 0.5)
 
 
-def attack_smoothed(alpha: ArrayLike, y: ArrayLike, q: float, max_flips: int) -> tuple[NDArray, NDArray]:
-    """Attack the smoothed (Chernoff) prediction with the greedy order, up to ``max_flips`` flips.
+def attack_smoothed(
+    alpha: ArrayLike, y: ArrayLike, q: float, max_flips: int, order: NDArray | None = None
+) -> tuple[NDArray, NDArray]:
+    """Attack the smoothed (Chernoff) prediction, up to ``max_flips`` flips.
 
-    For each test column, flips the labels in the order that moves the expected noisy score
-    towards the other side fastest, and reports the first number of flips after which the
-    smoothed prediction changes AND the new prediction is certified (p_lower > 1/2), i.e. an
-    attack proven to succeed. Returns (flips, changed): flips[j] is that number (inf if none up to
-    ``max_flips``). A certificate of radius R is contradicted if flips[j] <= R.
+    For each test column, flips the labels in an order and reports a number of flips (by doubling then bisection, :func:`_proven_success`)
+    after which the smoothed prediction changes AND the new prediction is certified
+    (p_lower > 1/2), i.e. an attack proven to succeed. ``order=None`` is the greedy order, which
+    moves the expected noisy score towards the other side fastest; for least squares this is
+    also the influence order of App. C, which is exact here because the score is linear in the
+    labels. ``order`` may instead give, per column, training indices to flip in turn ((n', m)
+    integer array, e.g. by l2 distance in feature space, App. C). Returns (flips, pred):
+    flips[j] is that number (inf if none up to ``max_flips``). A certificate of radius R is
+    contradicted if flips[j] <= R.
     """
     a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
     yv = _checks.labels(y, a.shape[0], 2)
@@ -74,18 +80,41 @@ def attack_smoothed(alpha: ArrayLike, y: ArrayLike, q: float, max_flips: int) ->
     base = chernoff_bound(a, yv, qf)
     moves = (1 - 2 * qf) * a * (1 - 2 * yv)[:, None]
     up = base.pred == 0
-    order = np.argsort(-np.where(up[None, :], moves, -moves), axis=0)
+    if order is None:
+        order = np.argsort(-np.where(up[None, :], moves, -moves), axis=0)
+    order = np.asarray(order)
+    if order.ndim != 2 or order.shape[1] != a.shape[1]:
+        raise ValueError(f"order must have shape (n', {a.shape[1]}); got {order.shape}")
     flips = np.full(a.shape[1], np.inf)
     for j in range(a.shape[1]):
-        for r in range(1, min(max_flips, a.shape[0]) + 1):
+        def changed(r: int) -> bool:
             y_att = yv.copy()
             idx = order[:r, j]
             y_att[idx] = 1 - y_att[idx]
             res = chernoff_bound(a[:, j : j + 1], y_att, qf)
-            if res.pred[0] != base.pred[j] and res.log_tail[0] < np.log(0.5):
-                flips[j] = r
-                break
+            return bool(res.pred[0] != base.pred[j] and res.log_tail[0] < np.log(0.5))
+
+        flips[j] = _proven_success(changed, min(max_flips, order.shape[0]))
     return flips, base.pred
+
+
+def _proven_success(changed, cap: int) -> float:
+    """A number of flips r <= cap with changed(r) True, found by doubling then bisection along a
+    fixed order (O(log cap) bound evaluations); inf if changed(cap) is False. Bisection finds a
+    boundary where changed flips from False to True, the first one when changed is monotone in
+    r; any r it returns is a proven success, so the attack stays valid either way."""
+    if cap < 1:
+        return np.inf
+    lo, hi = 0, 1  # changed(lo) is False (or lo = 0)
+    while hi < cap and not changed(hi):
+        lo, hi = hi, 2 * hi
+    hi = min(hi, cap)
+    if not changed(hi):
+        return np.inf
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if changed(mid) else (mid, hi)
+    return float(hi)
 
 
 def logistic_fit(X: NDArray, y: NDArray, l2: float = 1e-3, w0: NDArray | None = None, iters: int = 25) -> NDArray:
@@ -144,7 +173,7 @@ def attack_logistic(
         w_att = w
         for r, i in enumerate(cand[:max_flips], start=1):
             y_att[i] = 1.0 - y_att[i]
-            w_att = logistic_fit(Xa, y_att, l2, w0=w_att, iters=8)
+            w_att = logistic_fit(Xa, y_att, l2, w0=w_att, iters=4)  # warm start: Newton converges in 2-3 steps
             if int(Xta[j] @ w_att >= 0) != pred[j]:
                 out[j] = r
                 break
@@ -194,7 +223,7 @@ def attack_smoothed_multiclass(
     For each test column: for every rival, the exact best order of relabellings of
     :func:`min_flips_multiclass` (the smoothed prediction is the argmax of the expected scores,
     an affine function of the same one-hot labels); along it, the smallest number of flips found
-    by doubling then bisection at which the multi-class Chernoff bound CERTIFIES a prediction
+    by doubling then bisection (:func:`_proven_success`) at which the multi-class Chernoff bound CERTIFIES a prediction
     other than the original one (log tail < log 1/2), so the attack provably changed g. Returns
     (flips, pred): flips[j] is that number, minimised over rivals (inf if none up to
     ``max_flips``). A certificate of radius R is contradicted if flips[j] <= R.
@@ -220,14 +249,5 @@ def attack_smoothed_multiclass(
                 res = chernoff_bound(col, y_att, qf, k)
                 return bool(res.pred[0] != p and res.log_tail[0] < np.log(0.5))
 
-            lo, hi = 0, 1  # invariant: changed(lo) is False (or lo = 0)
-            while hi < cap and not changed(hi):
-                lo, hi = hi, 2 * hi
-            hi = min(hi, cap)
-            if not changed(hi):
-                continue
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (lo, mid) if changed(mid) else (mid, hi)
-            flips[j] = min(flips[j], hi)
+            flips[j] = min(flips[j], _proven_success(changed, cap))
     return flips, base.pred
