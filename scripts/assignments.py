@@ -295,11 +295,11 @@ def _clear_outputs(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def build(stem: str) -> Path:
+def build(stem: str, root: Path = OUT) -> Path:
     ch = parse(stem)
     if not ch.exercises:
         raise SystemExit(f"{stem}: no Exercises section in notebooks/{stem}.md")
-    target = OUT / stem
+    target = Path(root) / stem
     shutil.rmtree(target, ignore_errors=True)
     instructor = target / "instructor"
     instructor.mkdir(parents=True)
@@ -314,17 +314,22 @@ def build(stem: str) -> Path:
     (instructor / "dist" / "student").rename(target / "student")
     (instructor / "dist").rmdir()
     _clear_outputs(target / "student" / f"{stem}.ipynb")
-    auto = autograder_zip(stem)
+    auto = autograder_zip(stem, root)
     print(f"[{stem}] {len(ch.exercises)} exercises "
           f"({sum(e.autograded for e in ch.exercises)} autograded) in {time.perf_counter() - start:.1f} s\n"
-          f"  student:    {(target / 'student').relative_to(ROOT)}/\n"
-          f"  instructor: {instructor.relative_to(ROOT)}/  (autograder zip: {auto.relative_to(ROOT)})",
+          f"  student:    {_rel(target / 'student')}/\n"
+          f"  instructor: {_rel(instructor)}/  (autograder zip: {_rel(auto)})",
           flush=True)
     return target
 
 
-def autograder_zip(stem: str) -> Path:
-    zips = sorted((OUT / stem / "instructor" / "autograder").glob("*.zip"))
+def _rel(path: Path) -> Path:
+    path = Path(path).resolve()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def autograder_zip(stem: str, root: Path = OUT) -> Path:
+    zips = sorted((Path(root) / stem / "instructor" / "autograder").glob("*.zip"))
     if not zips:
         raise SystemExit(f"no autograder for {stem}: run `make assignments` first")
     return zips[-1]
@@ -333,10 +338,10 @@ def autograder_zip(stem: str) -> Path:
 # ---------------------------------------------------------------- grading
 
 
-def grade(stem: str, submission: Path, out: Path | None = None) -> dict:
+def grade(stem: str, submission: Path, out: Path | None = None, root: Path = OUT) -> dict:
     """Grade one submission with ``otter run`` (local, no Docker). Returns the score table."""
     ch = parse(stem)
-    auto = autograder_zip(stem)
+    auto = autograder_zip(stem, root)
     submission = Path(submission).resolve()
     out = (out or GRADES / stem / submission.stem).resolve()
     shutil.rmtree(out, ignore_errors=True)
@@ -381,7 +386,7 @@ def print_scores(summary: dict) -> None:
         score = "graded by hand" if r["score"] is None else f"{r['score']:g} / {r['possible']:g}"
         print(f"  Exercise {r['exercise']:<5} {r['title'][:48]:<48} {score}")
     print(f"  autograded total: {summary['autograded_score']:g} / {summary['autograded_possible']:g}")
-    print(f"  scores written to {Path(summary['out']).relative_to(ROOT)}/")
+    print(f"  scores written to {_rel(summary['out'])}/")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         start = time.perf_counter()
         for stem in resolve(args.chapters):
+            if not args.chapters and not parse(stem).exercises:
+                print(f"[{stem}] skipped: no Exercises section in notebooks/{stem}.md", flush=True)
+                continue
             build(stem)
         print(f"assignments written to {OUT.relative_to(ROOT)}/ in {time.perf_counter() - start:.1f} s")
     elif args.cmd == "grade":
