@@ -232,7 +232,7 @@ def _raw(text: str):
     return nbformat.v4.new_raw_cell(text)
 
 
-def master_notebook(ch: Chapter) -> nbformat.NotebookNode:
+def master_notebook(ch: Chapter, check_solutions: bool = True) -> nbformat.NotebookNode:
     """Otter Assign's master notebook for one chapter (the raw-cell format of Otter 4+)."""
     cells = [
         _raw(textwrap.dedent(f"""\
@@ -241,7 +241,7 @@ def master_notebook(ch: Chapter) -> nbformat.NotebookNode:
             init_cell: true
             check_all_cell: false
             export_cell: false
-            run_tests: true
+            run_tests: {str(check_solutions).lower()}
             solutions_pdf: false
             generate: true
             show_question_points: true
@@ -295,7 +295,10 @@ def _clear_outputs(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def build(stem: str, root: Path = OUT) -> Path:
+def build(stem: str, root: Path = OUT, check_solutions: bool = True) -> Path:
+    """Student and instructor versions of one chapter under ``root/<stem>``. With
+    ``check_solutions`` (the default) ``otter assign`` first runs the solutions against every test
+    and fails if one does not pass."""
     ch = parse(stem)
     if not ch.exercises:
         raise SystemExit(f"{stem}: no Exercises section in notebooks/{stem}.md")
@@ -304,7 +307,7 @@ def build(stem: str, root: Path = OUT) -> Path:
     instructor = target / "instructor"
     instructor.mkdir(parents=True)
     master = instructor / f"{stem}.ipynb"
-    nbformat.write(master_notebook(ch), master)
+    nbformat.write(master_notebook(ch, check_solutions), master)
     start = time.perf_counter()
     proc = subprocess.run([_otter(), "assign", "-v", master.name, "dist"], cwd=instructor,
                           capture_output=True, text=True)

@@ -97,8 +97,8 @@ def test_mark_solution_leaves_a_stub_that_raises():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("assignments")
-    for stem in CHAPTERS:
-        assignments.build(stem, root)
+    for stem in CHAPTERS:  # the gradings below check the solutions: no need for Otter to run them too
+        assignments.build(stem, root, check_solutions=False)
     return root
 
 
@@ -166,23 +166,30 @@ def test_student_version_has_no_solutions_no_hidden_tests_no_outputs(built, stem
     assert assignments.autograder_zip(stem, built).stat().st_size > 0
 
 
-@pytest.mark.parametrize("stem", CHAPTERS)
-def test_student_notebook_runs_top_to_bottom(built, stem):
+def _execute(path: Path) -> nbformat.NotebookNode | Exception:
     from nbclient import NotebookClient
 
-    path = _student_nb(built, stem)
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on any error
+    try:
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on any error
+    except Exception as e:  # reported by the test
+        return e
+    return nb
+
+
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_student_notebook_runs_top_to_bottom(grades, stem):
+    nb = grades[(stem, "executed")]
+    assert not isinstance(nb, Exception), f"{stem}: the student notebook stops with an error:\n{nb}"
     checks = [c for c in nb.cells if c.cell_type == "code" and "grader.check" in c.source]
     assert checks and all(c.outputs for c in checks)
 
 
-def _wrong_answer(built: Path, stem: str, tmp: Path) -> Path:
-    """The instructor solutions with the first autograded exercise's functions made slightly wrong
+def _wrong_answer(built: Path, stem: str, tmp: Path, k: int) -> Path:
+    """The instructor solutions with the functions of exercise ``k`` (0-based) made slightly wrong
     (every returned number moved by 1% + 0.01, integers by 1)."""
-    ch = assignments.parse(stem)
-    ex = next(e for e in ch.exercises if e.autograded)
+    ex = assignments.parse(stem).exercises[k]
     names = [n.name for code in ex.solution_code for n in ast.parse(code).body if isinstance(n, ast.FunctionDef)]
     nb = nbformat.read(_solution_nb(built, stem), as_version=4)
     idx = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and f"def {names[0]}(" in c.source)
@@ -199,23 +206,30 @@ def _wrong_answer(built: Path, stem: str, tmp: Path) -> Path:
         + "".join(f"{n} = _wrong({n})\n" for n in names)
     )
     nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(sabotage))
-    out = tmp / f"{stem}-wrong.ipynb"
+    out = tmp / f"{stem}-wrong-{k}.ipynb"
     nbformat.write(nb, out)
     return out
 
 
 @pytest.fixture(scope="module")
 def grades(built, tmp_path_factory):
-    """Every grading of every chapter, two at a time (each runs a notebook in a kernel)."""
+    """Every grading of every chapter and a plain execution of each student notebook, two at a
+    time (each runs a notebook in a kernel)."""
     tmp = tmp_path_factory.mktemp("grades")
     jobs = {}
     for stem in CHAPTERS:
         jobs[(stem, "instructor")] = _solution_nb(built, stem)
         jobs[(stem, "student")] = _student_nb(built, stem)
-        jobs[(stem, "wrong")] = _wrong_answer(built, stem, tmp)
+        for k, ex in enumerate(assignments.parse(stem).exercises):
+            if ex.autograded:
+                jobs[(stem, f"wrong-{k}")] = _wrong_answer(built, stem, tmp, k)
+
+        jobs[(stem, "executed")] = _student_nb(built, stem)
 
     def run(item):
         (stem, kind), nb = item
+        if kind == "executed":
+            return (stem, kind), _execute(nb)
         return (stem, kind), assignments.grade(stem, nb, out=tmp / stem / kind, root=built)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -242,8 +256,12 @@ def test_untouched_student_version_scores_zero(grades, stem):
 
 @pytest.mark.parametrize("stem", CHAPTERS)
 def test_a_wrong_answer_loses_its_points(grades, stem):
-    rows = grades[(stem, "wrong")]["exercises"]
-    first = next(r for r in rows if r["grading"] == "autograded")
-    assert first["score"] < first["possible"], first
+    """Each autograded exercise in turn gets a slightly wrong answer: its checks must notice."""
     full = grades[(stem, "instructor")]
-    assert grades[(stem, "wrong")]["autograded_score"] < full["autograded_score"]
+    wrongs = [kind for (s, kind) in grades if s == stem and kind.startswith("wrong-")]
+    assert wrongs
+    for kind in wrongs:
+        k = int(kind.split("-")[1])
+        row = grades[(stem, kind)]["exercises"][k]
+        assert row["score"] == 0 < row["possible"], (kind, row)
+        assert grades[(stem, kind)]["autograded_score"] < full["autograded_score"]
