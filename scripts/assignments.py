@@ -66,7 +66,6 @@ GRADES = ROOT / "_build" / "grades"
 EXERCISES_HEADING = re.compile(r"^##\s+Exercises\s*$", re.MULTILINE)
 EXERCISE_RE = re.compile(r"^:::\{exercise\}\s*(?P<title>.*?)\s*\n(?P<body>.*?)^:::\s*$", re.MULTILINE | re.DOTALL)
 SOLUTION_RE = re.compile(r"^:::\{solution\}\s*(?P<label>\S+)\s*\n(?P<body>.*?)^:::\s*$", re.MULTILINE | re.DOTALL)
-GATE_RE = re.compile(r"^```\{solution-(start|end)\}")
 OPTION_RE = re.compile(r"^:(?P<key>[\w-]+):\s*(?P<value>.*)$")
 LABEL_LINE_RE = re.compile(r"^\([\w-]+\)=\s*$", re.MULTILINE)
 ROLE_RE = re.compile(r"\{[\w:-]+\}`([^`<]*?)(?:\s*<([^`>]+)>)?`")

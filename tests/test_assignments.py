@@ -75,6 +75,7 @@ def test_parser_rejects_an_untagged_code_cell(tmp_path, monkeypatch):
         assignments.parse("01_smoothing")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # traitlets, imported by otter
 def test_mark_solution_leaves_a_stub_that_raises():
     code = 'def f(x):\n    """Doc."""\n    y = x + 1\n    return y\n\n\nHELPER = 3\n'
     marked = assignments.mark_solution(code, "msg")
@@ -265,3 +266,35 @@ def test_a_wrong_answer_loses_its_points(grades, stem):
         row = grades[(stem, kind)]["exercises"][k]
         assert row["score"] == 0 < row["possible"], (kind, row)
         assert grades[(stem, kind)]["autograded_score"] < full["autograded_score"]
+
+
+# ---------------------------------------------------------------- the rendered book (after `make book`)
+
+
+@pytest.mark.book
+@pytest.mark.parametrize("stem", CHAPTERS)
+def test_rendered_chapter_shows_numbered_exercises_with_hidden_solutions(stem):
+    page = ROOT / "_build" / "html" / "book" / "chapters" / f"{stem}.html"
+    if not page.exists():
+        pytest.fail(f"no rendered {page.name}: run `make book PROFILE=ci` first")
+    html = page.read_text()
+    ch = assignments.parse(stem)
+    number = int(ch.number)
+    assert html.count('class="exercise admonition"') == len(ch.exercises)
+    assert html.count('class="solution dropdown admonition"') == len(ch.exercises)  # behind a toggle
+    for k, ex in enumerate(ch.exercises, start=1):
+        assert f'id="{ex.label}"' in html, ex.label
+        assert f"Exercise {number}.{k}" in html
+    # the solutions ran in the book build: every solution cell has its code, no cell an error
+    assert html.count("tag_solution") >= sum(e.autograded for e in ch.exercises)
+
+
+@pytest.mark.book
+def test_rendered_teaching_page_links_every_exercise():
+    page = ROOT / "_build" / "html" / "book" / "teaching.html"
+    if not page.exists():
+        pytest.fail("no rendered teaching page: run `make book PROFILE=ci` first")
+    html = page.read_text()
+    for stem in CHAPTERS:
+        for ex in assignments.parse(stem).exercises:
+            assert f"#{ex.label}" in html, f"teaching page does not link {ex.label}"
