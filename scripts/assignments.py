@@ -133,10 +133,19 @@ def _directive_body(text: str) -> tuple[dict[str, str], str]:
     return opts, "\n".join(lines).strip()
 
 
-def to_jupyter_markdown(text: str) -> str:
-    """MyST-only syntax made readable in a plain Jupyter notebook: labels dropped, roles unwrapped."""
-    text = LABEL_LINE_RE.sub("", text)
-    return ROLE_RE.sub(lambda m: f"`{m[1].strip() or m[2]}`", text).strip()
+def to_jupyter_markdown(text: str, names: dict[str, str] | None = None) -> str:
+    """MyST-only syntax made readable in a plain Jupyter notebook: labels dropped, references to
+    this chapter's exercises written as "Exercise 3.1", other roles unwrapped."""
+    names = names or {}
+
+    def role(m: re.Match) -> str:
+        target = (m[2] or m[1]).strip()
+        if target in names:
+            return names[target]
+        kind = {"fig": "figure", "tab": "table"}.get(target.split("-", 1)[0])
+        return f"the chapter's {kind} `{target}`" if kind else f"`{m[1].strip() or m[2]}`"
+
+    return ROLE_RE.sub(role, LABEL_LINE_RE.sub("", text)).strip()
 
 
 def _tags(cell) -> list[str]:
@@ -153,7 +162,7 @@ def parse(stem: str) -> Chapter:
     if start is None:
         return Chapter(stem, title, "", "", [])
     head = nb.cells[start].source
-    intro = to_jupyter_markdown(EXERCISES_HEADING.split(head, 1)[1])
+    intro = EXERCISES_HEADING.split(head, 1)[1]  # MyST until the exercises are numbered
     setup, exercises = "", []
     for cell in nb.cells[start + 1 :]:
         tags = _tags(cell)
@@ -174,13 +183,18 @@ def parse(stem: str) -> Chapter:
             opts, body = _directive_body(m["body"])
             if "label" not in opts:
                 raise ValueError(f"{stem}: exercise {m['title']!r} has no :label:")
-            exercises.append(Exercise(opts["label"], m["title"], to_jupyter_markdown(body)))
+            exercises.append(Exercise(opts["label"], m["title"], body))
         for m in SOLUTION_RE.finditer(cell.source):
             ex = _current(exercises, stem)
             if m["label"] != ex.label:
                 raise ValueError(f"{stem}: solution for {m['label']} follows exercise {ex.label}")
-            ex.solution_text = to_jupyter_markdown(_directive_body(m["body"])[1])
-    return Chapter(stem, title, intro, setup, exercises)
+            ex.solution_text = _directive_body(m["body"])[1]
+    number = int(stem.split("_", 1)[0])
+    names = {e.label: f"Exercise {number}.{i}" for i, e in enumerate(exercises, start=1)}
+    for e in exercises:
+        e.prompt = to_jupyter_markdown(e.prompt, names)
+        e.solution_text = to_jupyter_markdown(e.solution_text, names)
+    return Chapter(stem, title, to_jupyter_markdown(intro, names), setup, exercises)
 
 
 def _current(exercises: list[Exercise], stem: str) -> Exercise:
