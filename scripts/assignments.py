@@ -30,7 +30,9 @@ placeholder, outputs are cleared and hidden tests are absent.
 
 ``grade`` runs ``otter run`` (Otter's local grader: no Docker, no network) with the chapter's
 autograder zip on one submission, prints a score per exercise and writes ``<name>.scores.json``
-and ``<name>.scores.csv`` next to Otter's ``results.json`` in ``_build/grades/<stem>/<name>/``.
+and ``<name>.scores.csv`` next to Otter's ``results.json`` in ``_build/grades/<stem>/<name>/``
+(``<name>`` is the submission's file name, prefixed by its folder's name when the file kept the
+handed-out name ``<stem>.ipynb``).
 
 Why Otter-Grader 7 and not nbgrader 0.9: Otter's master-notebook format maps one to one onto the
 book's exercise/solution/test cells, ``otter assign`` checks the solutions pass their own tests
@@ -359,7 +361,9 @@ def grade(stem: str, submission: Path, out: Path | None = None, root: Path = OUT
     ch = parse(stem)
     auto = autograder_zip(stem, root)
     submission = Path(submission).resolve()
-    out = (out or GRADES / stem / submission.stem).resolve()
+    # students often keep the handed-out name: then the folder the file is in tells them apart
+    name = submission.stem if submission.stem != stem else f"{submission.parent.name}-{submission.stem}"
+    out = (out or GRADES / stem / name).resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     proc = subprocess.run([_otter(), "run", "-a", str(auto), "-o", str(out), str(submission)],
@@ -372,23 +376,22 @@ def grade(stem: str, submission: Path, out: Path | None = None, root: Path = OUT
     by_name = {t["name"]: t for t in raw.get("tests", []) if "score" in t}
     rows = []
     for i, ex in enumerate(ch.exercises, start=1):
-        name = f"ex{i}"
-        r = by_name.get(name)
+        r = by_name.get(f"ex{i}")
         if ex.autograded:
             score = float(r["score"]) if r else 0.0
             possible = float(r["max_score"]) if r else float(ex.points)
             status = "autograded"
         else:
             score, possible, status = None, float(ex.points), "manual"
-        rows.append({"exercise": f"{int(ch.number)}.{i}", "name": name, "label": ex.label,
+        rows.append({"exercise": f"{int(ch.number)}.{i}", "name": f"ex{i}", "label": ex.label,
                      "title": ex.title, "score": score, "possible": possible, "grading": status})
     auto_rows = [r for r in rows if r["score"] is not None]
     summary = {"chapter": stem, "submission": str(submission),
                "autograded_score": sum(r["score"] for r in auto_rows),
                "autograded_possible": sum(r["possible"] for r in auto_rows),
                "exercises": rows}
-    (out / f"{submission.stem}.scores.json").write_text(json.dumps(summary, indent=2) + "\n")
-    with open(out / f"{submission.stem}.scores.csv", "w", newline="") as fh:
+    (out / f"{name}.scores.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with open(out / f"{name}.scores.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
