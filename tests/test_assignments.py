@@ -31,8 +31,14 @@ import assignments  # noqa: E402
 
 
 def _toc_chapters() -> list[str]:
+    """Every executed chapter in _toc.yml, at any depth (chapters and their sections)."""
+    def walk(entries):
+        for e in entries or []:
+            yield e.get("file", "")
+            yield from walk(e.get("sections"))
+
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [c["file"] for part in toc["parts"] for c in part.get("chapters", [])]
+    files = [f for part in toc["parts"] for f in walk(part.get("chapters"))]
     return [f.rsplit("/", 1)[1] for f in files if f.startswith("book/chapters/")]
 
 
@@ -41,6 +47,7 @@ CHAPTERS = _toc_chapters()
 
 def test_toc_lists_chapters_and_the_teaching_page():
     assert len(CHAPTERS) >= 6
+    assert set(CHAPTERS) == set(assignments.chapters()), "every chapter source is in _toc.yml, and only those"
     assert "book/teaching" in (ROOT / "_toc.yml").read_text()
 
 
