@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _checks
 
-__all__ = ["pca_features", "flatten_images"]
+__all__ = ["pca_features", "flatten_images", "significant_components"]
 
 
 def flatten_images(images: ArrayLike) -> NDArray[np.float64]:
@@ -43,3 +43,19 @@ def pca_features(
     if whiten:
         comps = comps / (s[:kk] / np.sqrt(xtr.shape[0]))
     return (xtr - mean) @ comps, (xte - mean) @ comps
+
+
+def significant_components(train: ArrayLike, rtol: float = 1e-3) -> int:
+    """Number of principal directions of the training inputs whose singular value exceeds
+    ``rtol`` times the largest (reads no label).
+
+    Whitening divides each component by its training standard deviation; a direction with
+    almost no training variance (a nearly dead unit) is then mostly noise, and a test point that
+    leaves the training span along it gets a huge coordinate there. Keep at most this many
+    components when whitening.
+    """
+    x = _checks.finite_matrix(train, "train")
+    if not (0.0 < rtol < 1.0):
+        raise ValueError(f"rtol must lie in (0, 1); got {rtol!r}")
+    s = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+    return int(np.sum(s > rtol * s[0])) if s.size and s[0] > 0 else 0

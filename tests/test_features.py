@@ -27,3 +27,15 @@ def test_flatten_and_bad_input():
         pca_features(np.zeros((5, 3)), np.zeros((2, 3)), 4)
     with pytest.raises(ValueError, match="dimensions"):
         pca_features(np.ones((5, 3)), np.zeros((2, 2)), 2)
+
+
+def test_significant_components_counts_directions_with_real_variance(rng):
+    from lib.features import significant_components
+
+    base = rng.normal(size=(300, 3)) @ rng.normal(size=(3, 8))  # rank 3
+    assert significant_components(base) == 3
+    noisy = base + 1e-9 * rng.normal(size=base.shape)  # rank 8 numerically, 3 significantly
+    assert significant_components(noisy) == 3
+    assert significant_components(noisy, rtol=1e-12) == 8
+    with pytest.raises(ValueError, match="rtol"):
+        significant_components(base, rtol=0.0)
