@@ -102,10 +102,41 @@ class Chapter:
     intro: str
     setup: str
     exercises: list[Exercise]
+    book_number: int = 0  # the chapter's number in the book (sections share their chapter's)
+    first: int = 1  # the book's number of this file's first exercise within its chapter
 
     @property
     def number(self) -> str:
-        return self.stem.split("_", 1)[0]
+        return str(self.book_number or int(self.stem.split("_", 1)[0]))
+
+    def exercise_number(self, i: int) -> str:
+        """'6.4' for the i-th (from 1) exercise of this file, as the rendered book numbers it."""
+        return f"{int(self.number)}.{self.first + i - 1}"
+
+
+def book_numbering() -> dict[str, tuple[int, int]]:
+    """stem -> (chapter number, number of its first exercise), as sphinx-exercise numbers them:
+    per numbered top-level chapter of _toc.yml, counting on through the chapter's sections."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    out: dict[str, tuple[int, int]] = {}
+    chapter = 0
+    for part in toc.get("parts", []):
+        if not part.get("numbered"):
+            continue
+        for entry in part.get("chapters", []):
+            chapter += 1
+            count = 0
+            for item in [entry, *entry.get("sections", [])]:
+                stem = Path(item["file"]).name
+                out[stem] = (chapter, count + 1)
+                src = SOURCES / f"{stem}.md"
+                if src.exists():
+                    text = src.read_text()
+                    section = text.split("\n## Exercises", 1)[1] if "\n## Exercises" in text else ""
+                    count += section.count("\n:::{exercise}")
+    return out
 
 
 def chapters() -> list[str]:
@@ -191,12 +222,12 @@ def parse(stem: str) -> Chapter:
             if m["label"] != ex.label:
                 raise ValueError(f"{stem}: solution for {m['label']} follows exercise {ex.label}")
             ex.solution_text = _directive_body(m["body"])[1]
-    number = int(stem.split("_", 1)[0])
-    names = {e.label: f"Exercise {number}.{i}" for i, e in enumerate(exercises, start=1)}
+    number, first = book_numbering().get(stem, (int(stem.split("_", 1)[0]), 1))
+    names = {e.label: f"Exercise {number}.{first + i - 1}" for i, e in enumerate(exercises, start=1)}
     for e in exercises:
         e.prompt = to_jupyter_markdown(e.prompt, names)
         e.solution_text = to_jupyter_markdown(e.solution_text, names)
-    return Chapter(stem, title, to_jupyter_markdown(intro, names), setup, exercises)
+    return Chapter(stem, title, to_jupyter_markdown(intro, names), setup, exercises, number, first)
 
 
 def _current(exercises: list[Exercise], stem: str) -> Exercise:
@@ -276,11 +307,11 @@ def master_notebook(ch: Chapter, check_solutions: bool = True) -> nbformat.Noteb
             config += "manual: true\n"
         cells.append(_raw(config))
         cells.append(nbformat.v4.new_markdown_cell(
-            f"## Exercise {int(ch.number)}.{i}: {ex.title}\n\n*({kind}, {ex.points} point"
+            f"## Exercise {ch.exercise_number(i)}: {ex.title}\n\n*({kind}, {ex.points} point"
             f"{'s' if ex.points > 1 else ''}; `{ex.label}` in the book)*\n\n{ex.prompt}"))
         if ex.autograded:
             code = "\n\n\n".join(ex.solution_code)
-            marked = mark_solution(code, f"Exercise {int(ch.number)}.{i}: replace this line by your code")
+            marked = mark_solution(code, f"Exercise {ch.exercise_number(i)}: replace this line by your code")
             cells += [_raw("# BEGIN SOLUTION"), nbformat.v4.new_code_cell(marked), _raw("# END SOLUTION"),
                       _raw("# BEGIN TESTS")]
             for src, hidden in ex.tests:
@@ -383,7 +414,7 @@ def grade(stem: str, submission: Path, out: Path | None = None, root: Path = OUT
             status = "autograded"
         else:
             score, possible, status = None, float(ex.points), "manual"
-        rows.append({"exercise": f"{int(ch.number)}.{i}", "name": f"ex{i}", "label": ex.label,
+        rows.append({"exercise": ch.exercise_number(i), "name": f"ex{i}", "label": ex.label,
                      "title": ex.title, "score": score, "possible": possible, "grading": status})
     auto_rows = [r for r in rows if r["score"] is not None]
     summary = {"chapter": stem, "submission": str(submission),
