@@ -70,3 +70,34 @@ def test_logistic_attacks_find_real_flips(rng):
     y2 = y.copy()
     y2[cand] ^= 1
     assert int(Xt[0] @ logistic_fit(X, y2.astype(float)) >= 0) != pred
+
+
+def test_logistic_bisection_agrees_with_a_flip_by_flip_scan(rng):
+    """The attack finds its number of flips by doubling + bisection; a scan that retrains after
+    every flip along the same (distance) order is the independent reference: the attack's
+    number is a real success and never below the scan's first success."""
+    from lib.attacks import attack_logistic, logistic_fit
+
+    X = add_intercept(rng.normal(size=(120, 2)))
+    y = (X[:, 1] + 0.5 * rng.normal(size=120) > 0).astype(int)
+    Xt = add_intercept(rng.normal(size=(6, 2)) * 0.5)
+    flips = attack_logistic(X, y, Xt, max_flips=80, order="distance")
+    w = logistic_fit(X, y.astype(float))
+    agree = 0
+    for j in range(len(Xt)):
+        pred = int(Xt[j] @ w >= 0)
+        same = np.flatnonzero(y == pred)
+        cand = same[np.argsort(np.linalg.norm(X[same] - Xt[j], axis=1))]
+        first, y2 = np.inf, y.astype(float)
+        for r, i in enumerate(cand[:80], start=1):
+            y2[i] = 1 - y2[i]
+            if int(Xt[j] @ logistic_fit(X, y2) >= 0) != pred:
+                first = r
+                break
+        assert flips[j] >= first
+        if np.isfinite(flips[j]):
+            y3 = y.astype(float)
+            y3[cand[: int(flips[j])]] = 1 - y3[cand[: int(flips[j])]]
+            assert int(Xt[j] @ logistic_fit(X, y3) >= 0) != pred
+        agree += flips[j] == first
+    assert agree >= len(Xt) - 1  # along a near-monotone order bisection finds the first success
