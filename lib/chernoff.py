@@ -321,28 +321,45 @@ def _pair_probs(yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> tuple[
     return p_plus, p_zero, p_minus
 
 
-def _pair_objective(
-    t: torch.Tensor, a: torch.Tensor, probs: tuple[torch.Tensor, ...]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """F(t) = sum_j log(p+ e^{-t a_j} + p0 + p- e^{t a_j}) (eq. 24) and its first two derivatives.
+def _pair_terms(a: NDArray, yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> tuple[torch.Tensor, ...]:
+    """Eq. (24) rewritten for t >= 0 with one exponential per term and nothing that overflows.
 
-    float64 throughout. Each term is evaluated as |s| + log(p+ e^{-s-|s|} + p0 e^{-|s|} + p- e^{s-|s|})
-    with s = t a_j: no exponent is positive, and the term whose exponent is 0 has probability
-    >= q/(K-1) > 0, so nothing overflows and the logarithm never sees 0.
+    Each term log(p+ e^{-t a_j} + p0 + p- e^{t a_j}) equals
+    t|a_j| + log(p_near + p0 e^{-t|a_j|} + p_far e^{-2t|a_j|}), with (p_near, p_far) = (p-, p+)
+    where a_j >= 0 and (p+, p-) where a_j < 0. p_near >= q/(K-1) > 0, so the logarithm never
+    sees 0. Returns |a|, p_near, p_far, p0 as float64 (n, P) tensors, one column per (c, r) pair.
     """
-    p_plus, p_zero, p_minus = probs
-    s = a * t[None, :]
-    m = s.abs()
-    w_plus = p_plus * torch.exp(-s - m)
-    w_minus = p_minus * torch.exp(s - m)
-    z = w_plus + p_zero * torch.exp(-m) + w_minus
-    f = (m + torch.log(z)).sum(dim=0)
-    w_plus /= z
-    w_minus /= z
-    d = w_minus - w_plus
-    g = (a * d).sum(dim=0)
-    h = (a * a * (w_minus + w_plus - d * d)).sum(dim=0)
-    return f, g, h
+    p_plus, p_zero, p_minus = _pair_probs(yv, c, r, q, k)
+    A = torch.from_numpy(a)
+    pos = A >= 0
+    return A.abs(), torch.where(pos, p_minus, p_plus), torch.where(pos, p_plus, p_minus), p_zero
+
+
+def _pair_log_bound(t: torch.Tensor, terms: tuple[torch.Tensor, ...]) -> NDArray[np.float64]:
+    """F(t) of eq. (24), the log of the Chernoff bound on P(alpha^T Y_c <= alpha^T Y_r), in
+    float64 for t >= 0 (one per column): the one place the multi-class bound is computed."""
+    abs_a, near, far, p0 = terms
+    s = abs_a * t[None, :]
+    e = torch.exp(-s)
+    return (s + torch.log(near + p0 * e + far * e * e)).sum(dim=0).numpy()
+
+
+def _pair_newton_step(t: torch.Tensor, terms32: tuple[torch.Tensor, ...]) -> tuple[NDArray, NDArray]:
+    """F'(t) and F''(t) of eq. (24) from float32 terms (|a|, a^2, p_near, p_far, p0), summed in
+    float64. With e = e^{-t|a|} and z = p_near + p0 e + p_far e^2:
+    F' = sum |a| (p_near - p_far e^2) / z and
+    F'' = sum a^2 (p0 e (p_near + p_far e^2) + 4 p_near p_far e^2) / z^2,
+    a form of F'' with no cancellation (every term is positive). Only Newton's path uses this;
+    the bound is :func:`_pair_log_bound`, in float64."""
+    abs_a, a2, near, far, p0 = terms32
+    e = torch.exp(abs_a * -t.to(torch.float32)[None, :])
+    pe = p0 * e
+    fe2 = e.mul_(e).mul_(far)  # p_far e^2, in e's buffer
+    z = near + pe + fe2
+    g = (near - fe2).mul_(abs_a).div_(z).sum(dim=0, dtype=torch.float64)
+    num = pe.mul_(near + fe2).add_(fe2 * near, alpha=4.0)
+    h = num.mul_(a2).div_(z.mul_(z)).sum(dim=0, dtype=torch.float64)
+    return g.numpy(), h.numpy()
 
 
 def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: float) -> ChernoffResult:
@@ -352,13 +369,15 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     clean = a.T @ onehot  # (m, K): alpha^T Y_c on the clean labels
     pred = np.argmax(clean, axis=1).astype(np.int64)  # = argmax of the expected scores
     rivals = np.array([[c for c in range(k) if c != p] for p in pred])  # (m, K-1)
-    # One Newton problem per (test point, rival) pair, t >= 0.
+    # One Newton problem per (test point, rival) pair, t >= 0, run in float32 (any t >= 0 gives
+    # a valid bound, so precision on Newton's path costs tightness only).
     cols = np.repeat(np.arange(m), k - 1)
     pc = pred[cols]
     pr = rivals.reshape(-1)
-    A_np = a[:, cols]
-    A = torch.from_numpy(np.ascontiguousarray(A_np))
-    probs = _pair_probs(yv, pc, pr, q, k)
+    A_np = np.ascontiguousarray(a[:, cols])
+    terms = _pair_terms(A_np, yv, pc, pr, q, k)
+    abs_a = terms[0].to(torch.float32)
+    work = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
     P = cols.size
     scale = 1.0 / np.maximum(np.abs(A_np).max(axis=0), 1e-300)
     t = np.zeros(P)
@@ -368,10 +387,7 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     iters = np.zeros(P, dtype=np.int64)
     for _ in range(max_iter):
         iters[active] += 1
-        idx = torch.from_numpy(active)
-        sub = probs if active.size == P else tuple(p[:, idx] for p in probs)
-        _, g, h = _pair_objective(torch.from_numpy(t[active]), A if active.size == P else A[:, idx], sub)
-        g, h = g.numpy(), h.numpy()
+        g, h = _pair_newton_step(torch.from_numpy(t[active]), work)
         ta = t[active]
         lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
         hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
@@ -383,10 +399,13 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
         new = np.clip(np.where(inside, new, fallback), 0.0, 1e4 * sc)
         done = (np.abs(new - ta) <= tol * (ta + sc)) | (g == 0) | ((ta == 0) & (g >= 0))
         t[active] = new
-        active = active[~done]
+        keep = ~done
+        active = active[keep]
         if active.size == 0:
             break
-    f, _, _ = _pair_objective(torch.from_numpy(t), A, probs)  # float64, at the returned t
-    log_b = np.minimum(f.numpy(), 0.0).reshape(m, k - 1)
+        if not keep.all():
+            work = tuple(w[:, torch.from_numpy(np.flatnonzero(keep))] for w in work)
+    # The bound: eq. (24) in float64 at the returned t.
+    log_b = np.minimum(_pair_log_bound(torch.from_numpy(t), terms), 0.0).reshape(m, k - 1)
     log_tail = np.minimum(logsumexp(log_b, axis=1), LOG_HALF)  # union bound over rivals
     return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), iters.reshape(m, k - 1).max(axis=1))

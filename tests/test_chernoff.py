@@ -173,6 +173,37 @@ def test_multiclass_pairs_match_generic_minimiser_and_union_bound(rng):
         assert res.log_tail[j] <= max(min(union, np.log(0.5)), -1e300) + 1e-6 * max(1, abs(union))
 
 
+def test_multiclass_pair_bound_and_derivatives_match_the_direct_formula(rng):
+    """The float64 bound F(t) of eq. (24), evaluated in its overflow-free form, equals the
+    direct sum at any t >= 0 (a second formula); the float32 Newton derivatives match
+    central differences of it (they steer Newton only, so a looser tolerance)."""
+    import torch
+
+    from lib.chernoff import _pair_log_bound, _pair_newton_step, _pair_terms
+
+    k, n = 5, 40
+    y = rng.integers(0, k, n)
+    a = rng.normal(size=(n, 1)) * 0.3
+    c, r, q = np.array([1]), np.array([3]), 0.15
+    terms = _pair_terms(np.ascontiguousarray(a), y, c, r, q, k)
+    abs_a = terms[0].to(torch.float32)
+    terms32 = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
+    for t in [0.0, 0.3, 2.0, 11.0, 40.0]:
+        got = _pair_log_bound(torch.tensor([t], dtype=torch.float64), terms)[0]
+        ref = _pair_objective_direct(t, a[:, 0], y, 1, 3, q, k)
+        assert got == pytest.approx(ref, rel=1e-12, abs=1e-12)
+        h = 1e-4 * max(t, 1.0)
+        fd = lambda u: _pair_objective_direct(u, a[:, 0], y, 1, 3, q, k)  # noqa: E731
+        g, hess = _pair_newton_step(torch.tensor([t], dtype=torch.float64), terms32)
+        assert g[0] == pytest.approx((fd(t + h) - fd(t - h)) / (2 * h), rel=1e-3, abs=1e-5)
+        assert hess[0] == pytest.approx((fd(t + h) - 2 * fd(t) + fd(t - h)) / h**2, rel=1e-2, abs=1e-4)
+        assert hess[0] > 0
+    # far out (t |a| ~ 1e3) the direct exponentials overflow; the stable form stays finite and
+    # grows linearly, by the slope sum |a| p-weighted, i.e. at most sum |a|
+    big = _pair_log_bound(torch.tensor([4e3], dtype=torch.float64), terms)[0]
+    assert np.isfinite(big)
+
+
 def test_bad_input(rng):
     alpha, y = _problem(rng, n=20, m=2)
     with pytest.raises(ValueError, match="q"):
