@@ -93,6 +93,49 @@ def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDA
     return log_a, c
 
 
+def _safeguarded_newton(
+    derivatives, t: NDArray, bracket: tuple[NDArray, NDArray], lower: NDArray, upper: NDArray, scale: NDArray,
+    max_iter: int, tol: float,
+) -> tuple[NDArray, NDArray]:
+    """Vectorised safeguarded Newton for m independent convex problems in one variable each.
+
+    ``derivatives(active, t_active)`` returns f'(t) and f''(t) for the still-active problems
+    (``active`` are their indices, in increasing order). Keeps a bracket [lo, hi] with
+    f'(lo) < 0 < f'(hi), starting from ``bracket`` (infinite ends allowed); a Newton step outside the bracket is
+    replaced by bisection, or by a step of max(|t|, scale) towards the descent side while the
+    bracket is open on that side; iterates are clipped to [lower, upper]. A problem stops when a
+    step moves t by less than ``tol * (|t| + scale)`` (Newton converges quadratically, so the
+    point after that step is far more accurate than ``tol``), when f'(t) = 0, or at ``lower``
+    with f' >= 0. Returns (t, iterations). Any t is a valid Chernoff parameter: the callers
+    evaluate the bound in float64 at the returned t, so an early stop costs tightness only.
+    """
+    m = t.size
+    t = np.array(t, dtype=np.float64)
+    lo = np.array(np.broadcast_to(bracket[0], m), dtype=np.float64)
+    hi = np.array(np.broadcast_to(bracket[1], m), dtype=np.float64)
+    active = np.arange(m)
+    iters = np.zeros(m, dtype=np.int64)
+    for _ in range(max_iter):
+        iters[active] += 1
+        ta = t[active]
+        g, h = derivatives(active, ta)
+        lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
+        hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new = ta - np.where(h > 0, g / h, np.inf * np.sign(g))
+        la, ha, sc = lo[active], hi[active], scale[active]
+        inside = np.isfinite(new) & (new > la) & (new < ha)
+        both = np.isfinite(la) & np.isfinite(ha)
+        grow = np.where(g < 0, ta + np.maximum(np.abs(ta), sc), ta - np.maximum(np.abs(ta), sc))
+        new = np.clip(np.where(inside, new, np.where(both, 0.5 * (la + ha), grow)), lower[active], upper[active])
+        done = (np.abs(new - ta) <= tol * (np.abs(ta) + sc)) | (g == 0) | ((ta <= lower[active]) & (g >= 0))
+        t[active] = new
+        active = active[~done]
+        if active.size == 0:
+            break
+    return t, iters
+
+
 def _newton_binary(
     alpha: NDArray,
     c: NDArray,
@@ -101,16 +144,13 @@ def _newton_binary(
     t0: NDArray | None = None,
     weights: NDArray | None = None,
 ) -> tuple[NDArray, NDArray]:
-    """Safeguarded Newton on f'(t) = 1/2 - w sum_i alpha_i expit(c_i - t alpha_i), vectorised.
+    """:func:`_safeguarded_newton` on f'(t) = 1/2 - w sum_i alpha_i expit(c_i - t alpha_i) (eq. 7).
 
-    Keeps a bracket [lo, hi] with f'(lo) < 0 < f'(hi); a Newton step outside the bracket is
-    replaced by bisection (or by doubling while one side is still unbounded). Works in float32
-    on the active columns only: the final bound is re-evaluated in float64 by the caller, and
-    any t is a valid Chernoff parameter, so lower precision here costs tightness, not soundness.
-    Stops when a step moves t by less than ``tol`` relative: Newton converges quadratically,
-    so the returned point (after that step) is far more accurate than ``tol``. ``t0`` is the
-    starting point (default 0); ``weights`` (same shape as ``alpha``) multiply the terms of the
-    sums, for the binned warm start of :func:`_binned_start`. ``c`` is (n,) or (n, m).
+    Works in float32 on the active columns only: the final bound is re-evaluated in float64 by
+    the caller, and any t is a valid Chernoff parameter, so lower precision here costs
+    tightness, not soundness. ``t0`` is the starting point (default 0); ``weights`` (same shape
+    as ``alpha``) multiply the terms of the sums, for the binned warm start of
+    :func:`_binned_start`. ``c`` is (n,) or (n, m).
     """
     n, m = alpha.shape
     a32 = alpha.astype(np.float32, copy=False)
@@ -118,41 +158,19 @@ def _newton_binary(
     A2 = wa * a32
     c32 = c.astype(np.float32)
     c32 = c32[:, None] if c32.ndim == 1 else c32
-    scale = 1.0 / np.maximum(np.abs(alpha).max(axis=0), 1e-300)  # t alpha ~ 1
-    t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64)
-    lo = np.full(m, -np.inf)
-    hi = np.full(m, np.inf)
-    t_max = np.minimum(1e4 * scale, 1e30)  # further changes the bound negligibly; float32-safe
-    active = np.arange(m)
-    iters = np.zeros(m, dtype=np.int64)
-    for _ in range(max_iter):
-        iters[active] += 1
+
+    def derivatives(active: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
         full = active.size == m
         A = a32 if full else a32[:, active]
-        tt = t[active].astype(np.float32)
-        sig = expit((c32 if full or c32.shape[1] == 1 else c32[:, active]) - A * tt[None, :])
+        sig = expit((c32 if full or c32.shape[1] == 1 else c32[:, active]) - A * t.astype(np.float32)[None, :])
         g = 0.5 - np.einsum("ij,ij->j", wa if full else wa[:, active], sig, dtype=np.float64)
         sig *= 1.0 - sig
-        h = np.einsum("ij,ij->j", A2 if full else A2[:, active], sig, dtype=np.float64)
-        ta = t[active]
-        lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
-        hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(h > 0, g / h, np.inf * np.sign(g))
-        new = ta - step
-        la, ha, sc = lo[active], hi[active], scale[active]
-        inside = np.isfinite(new) & (new > la) & (new < ha)
-        both = np.isfinite(la) & np.isfinite(ha)
-        grow = np.where(g < 0, ta + np.maximum(np.abs(ta), sc), ta - np.maximum(np.abs(ta), sc))
-        fallback = np.where(both, 0.5 * (la + ha), grow)
-        new = np.where(inside, new, fallback)
-        new = np.clip(new, -t_max[active], t_max[active])
-        done = (np.abs(new - ta) <= tol * (np.abs(ta) + sc)) | (g == 0)
-        t[active] = new
-        active = active[~done]
-        if active.size == 0:
-            break
-    return t, iters
+        return g, np.einsum("ij,ij->j", A2 if full else A2[:, active], sig, dtype=np.float64)
+
+    scale = 1.0 / np.maximum(np.abs(alpha).max(axis=0), 1e-300)  # t alpha ~ 1
+    t_max = np.minimum(1e4 * scale, 1e30)  # further changes the bound negligibly; float32-safe
+    t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64)
+    return _safeguarded_newton(derivatives, t, (-np.inf, np.inf), -t_max, t_max, scale, max_iter, tol)
 
 
 _BINS = 256
@@ -378,33 +396,18 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     terms = _pair_terms(A_np, yv, pc, pr, q, k)
     abs_a = terms[0].to(torch.float32)
     work = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
-    P = cols.size
+    state = {"active": np.arange(cols.size), "work": work}
+
+    def derivatives(active: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
+        if active.size < state["active"].size:  # drop the finished pairs' columns
+            keep = np.searchsorted(state["active"], active)
+            state["work"] = tuple(w[:, torch.from_numpy(keep)] for w in state["work"])
+            state["active"] = active
+        return _pair_newton_step(torch.from_numpy(t), state["work"])
+
     scale = 1.0 / np.maximum(np.abs(A_np).max(axis=0), 1e-300)
-    t = np.zeros(P)
-    lo = np.zeros(P)
-    hi = np.full(P, np.inf)
-    active = np.arange(P)
-    iters = np.zeros(P, dtype=np.int64)
-    for _ in range(max_iter):
-        iters[active] += 1
-        g, h = _pair_newton_step(torch.from_numpy(t[active]), work)
-        ta = t[active]
-        lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
-        hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            new = ta - np.where(h > 0, g / h, np.inf * np.sign(g))
-        la, ha, sc = lo[active], hi[active], scale[active]
-        inside = np.isfinite(new) & (new > la) & (new < ha)
-        fallback = np.where(np.isfinite(ha), 0.5 * (la + ha), ta + np.maximum(ta, sc))
-        new = np.clip(np.where(inside, new, fallback), 0.0, 1e4 * sc)
-        done = (np.abs(new - ta) <= tol * (ta + sc)) | (g == 0) | ((ta == 0) & (g >= 0))
-        t[active] = new
-        keep = ~done
-        active = active[keep]
-        if active.size == 0:
-            break
-        if not keep.all():
-            work = tuple(w[:, torch.from_numpy(np.flatnonzero(keep))] for w in work)
+    zero = np.zeros(cols.size)
+    t, iters = _safeguarded_newton(derivatives, zero, (0.0, np.inf), zero, 1e4 * scale, scale, max_iter, tol)
     # The bound: eq. (24) in float64 at the returned t.
     log_b = np.minimum(_pair_log_bound(torch.from_numpy(t), terms), 0.0).reshape(m, k - 1)
     log_tail = np.minimum(logsumexp(log_b, axis=1), LOG_HALF)  # union bound over rivals

@@ -255,3 +255,20 @@ def test_multiclass_streams_test_points_in_chunks(rng):
         one = chernoff_bound(alpha[:, j], y, 0.1, k)
         assert one.pred[0] == full.pred[j]
         assert one.log_tail[0] == pytest.approx(full.log_tail[j], rel=1e-9, abs=1e-12)
+
+
+def test_safeguarded_newton_finds_interior_and_boundary_minima():
+    """The shared Newton driver on f(t) = e^{b t} - 2t (minimum at ln(2/b)/b, or at the lower
+    bound 0 when that is negative), against the closed form; also from a bad start far out."""
+    from lib.chernoff import _safeguarded_newton
+
+    b = np.array([0.5, 1.0, 3.0, 0.1])
+
+    def derivatives(active, t):
+        return b[active] * np.exp(b[active] * t) - 2.0, b[active] ** 2 * np.exp(b[active] * t)
+
+    for t0 in (np.zeros(4), np.full(4, 30.0)):
+        t, iters = _safeguarded_newton(derivatives, t0, (0.0, np.inf), np.zeros(4), np.full(4, 1e3), np.ones(4), 100,
+                                       1e-12)
+        np.testing.assert_allclose(t, np.maximum(np.log(2 / b) / b, 0.0), atol=1e-9)
+        assert iters.max() < 100
