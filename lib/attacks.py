@@ -201,38 +201,60 @@ def attack_logistic(
     return out
 
 
+def _pair_gains(a: NDArray, yv: NDArray, p, r) -> NDArray:
+    """How much relabelling each training point at best closes the gap alpha^T(Y_p - Y_r): a
+    point labelled p relabelled r gains 2 a_j, one labelled r relabelled p gains -2 a_j, any other
+    gains |a_j| (relabelled r if a_j > 0, else p). ``a`` is (n,) with class ints ``p``, ``r``,
+    or (n, m) with (m,) class arrays."""
+    yc = yv[:, None] if a.ndim == 2 else yv
+    return np.where(yc == p, 2 * a, np.where(yc == r, -2 * a, np.abs(a)))
+
+
 def _pair_moves(a: NDArray, yv: NDArray, p: int, r: int) -> tuple[NDArray, NDArray]:
     """Best gap-closing move of each training point for rival r against p, and its new label."""
-    gain = np.where(yv == p, 2 * a, np.where(yv == r, -2 * a, np.abs(a)))
     new = np.where(yv == p, r, np.where(yv == r, p, np.where(a > 0, r, p)))
-    return gain, new
+    return _pair_gains(a, yv, p, r), new
 
 
-def min_flips_multiclass(alpha: ArrayLike, y: ArrayLike, num_classes: int) -> tuple[NDArray, NDArray]:
+def min_flips_multiclass(
+    alpha: ArrayLike, y: ArrayLike, num_classes: int, top: int = 1024
+) -> tuple[NDArray, NDArray]:
     """Exact fewest label flips that change the undefended prediction argmax_c alpha^T Y_c.
 
     A rival wins when it scores at least as much as the prediction (ties count as a change: the
     attack is then at most one flip too optimistic, which errs on the side of a stronger attack).
-    ``alpha`` (n, m), ``y`` (n,) in {0..K-1}. Returns (flips (m,), pred (m,)); inf where impossible.
+    Per (test point, rival) each training point has one best gap-closing relabelling
+    (:func:`_pair_gains`) and the moves add up, so the fewest flips take the largest gains
+    first. Vectorised over test points; only the ``top`` largest gains are sorted
+    (``np.partition``), with a full sort for the columns that need more. ``alpha`` (n, m),
+    ``y`` (n,) in {0..K-1}. Returns (flips (m,), pred (m,)); inf where impossible.
     """
     k = _checks.num_classes(num_classes)
     a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
     yv = _checks.labels(y, a.shape[0], k)
-    onehot = np.zeros((a.shape[0], k))
-    onehot[np.arange(a.shape[0]), yv] = 1.0
+    n, m = a.shape
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), yv] = 1.0
     scores = a.T @ onehot
     pred = np.argmax(scores, axis=1)
-    flips = np.full(a.shape[1], np.inf)
-    for j in range(a.shape[1]):
-        p = pred[j]
-        for r in range(k):
-            if r == p:
-                continue
-            gain, _ = _pair_moves(a[:, j], yv, p, r)
-            gains = np.cumsum(np.maximum(-np.sort(-gain), 0.0))
-            ok = np.flatnonzero(gains >= scores[j, p] - scores[j, r])
-            if ok.size:
-                flips[j] = min(flips[j], ok[0] + 1.0)
+    rivals = np.array([[c for c in range(k) if c != p] for p in pred]).reshape(m, k - 1)
+    cols = np.arange(m)
+    flips = np.full(m, np.inf)
+    for rho in range(k - 1):
+        r = rivals[:, rho]
+        gap = scores[cols, pred] - scores[cols, r]  # >= 0
+        gain = _pair_gains(a, yv, pred, r)
+        np.maximum(gain, 0.0, out=gain)  # a move that widens the gap is never taken
+        t = min(top, n)
+        head = -np.sort(-(gain if t == n else np.partition(gain, n - t, axis=0)[n - t:]), axis=0)
+        cum = np.cumsum(head, axis=0)
+        first = np.where((cum >= gap).any(axis=0), np.argmax(cum >= gap, axis=0) + 1.0, np.inf)
+        more = np.flatnonzero(~np.isfinite(first) & (t < n))  # the top gains were not enough
+        if more.size:
+            cum_all = np.cumsum(-np.sort(-gain[:, more], axis=0), axis=0)
+            ok = cum_all >= gap[more]
+            first[more] = np.where(ok.any(axis=0), np.argmax(ok, axis=0) + 1.0, np.inf)
+        flips = np.minimum(flips, first)
     return flips, pred
 
 

@@ -37,6 +37,21 @@ def test_min_flips_multiclass_matches_brute_force(rng):
             assert ours[j] == best
 
 
+def test_min_flips_multiclass_partial_sort_agrees_with_full_sort(rng):
+    """Only the ``top`` largest gains are sorted; columns needing more fall back to a full
+    sort. A tiny ``top`` forces both paths and must give the same answer as sorting all."""
+    k, n = 4, 300
+    X = rng.normal(size=(n, 3))
+    alpha = kernel_weights(X, rng.normal(size=(40, 3)), 0.5)
+    y = rng.integers(0, k, n)
+    full, pred = min_flips_multiclass(alpha, y, k, top=n)
+    for top in (1, 3, 17):
+        part, pred2 = min_flips_multiclass(alpha, y, k, top=top)
+        np.testing.assert_array_equal(part, full)
+        np.testing.assert_array_equal(pred2, pred)
+    assert (full > 3).any() and (full == 1).any()  # top = 1 and 3 took both paths
+
+
 def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(rng):
     k, q, n = 3, 0.05, 150
     centers = rng.normal(size=(k, 4)) * 2
