@@ -158,7 +158,8 @@ def attack_logistic(
     """Flips needed to change a retrained logistic regression's prediction (App. C), per test point.
 
     ``order='distance'``: flip the training points of the predicted class nearest to the test
-    point in feature space first; ``order='influence'``: flip first the points whose label flip
+    point in feature space first; ``'distance_reverse'``: the farthest first (App. C tries both);
+    ``order='influence'``: flip first the points whose label flip
     most increases the test loss, by the influence function of Koh & Liang (2017) computed once
     at the clean model. Along that order the number of flips is found by doubling then bisection
     (:func:`_proven_success`): O(log max_flips) retrainings per point instead of one per flip,
@@ -171,8 +172,8 @@ def attack_logistic(
     Xa = _checks.finite_matrix(X, "X")
     Xta = _checks.finite_matrix(Xt, "Xt")
     yv = _checks.labels(y, Xa.shape[0], 2).astype(np.float64)
-    if order not in ("distance", "influence"):
-        raise ValueError(f"order must be 'distance' or 'influence'; got {order!r}")
+    if order not in ("distance", "distance_reverse", "influence"):
+        raise ValueError(f"order must be 'distance', 'distance_reverse' or 'influence'; got {order!r}")
     w = logistic_fit(Xa, yv, l2)
     pred = (Xta @ w >= 0).astype(np.int64)
     if order == "influence":
@@ -183,9 +184,10 @@ def attack_logistic(
         Hinv_X = np.linalg.solve(H, (Xa * (2 * yv - 1)[:, None]).T)  # (k, n)
     out = np.full(Xta.shape[0], np.inf)
     for j in range(Xta.shape[0]):
-        if order == "distance":
+        if order in ("distance", "distance_reverse"):
             same = np.flatnonzero(yv == pred[j])
             cand = same[np.argsort(np.linalg.norm(Xa[same] - Xta[j], axis=1))]
+            cand = cand[::-1] if order == "distance_reverse" else cand
         else:
             pt = expit(Xta[j] @ w)
             grad_test = Xta[j] * (pt - pred[j])  # loss gradient w.r.t. w at the predicted label

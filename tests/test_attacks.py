@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from lib import labelflip
 from lib.attacks import attack_smoothed, min_flips_least_squares
@@ -61,6 +62,17 @@ def test_logistic_attacks_find_real_flips(rng):
     for order in ["distance", "influence"]:
         flips = attack_logistic(X, y, Xt, max_flips=60, order=order)
         assert np.isfinite(flips).all()
+    # farthest first (App. C's "reverse"): whatever it claims is a real change of prediction
+    rev = attack_logistic(X, y, Xt, max_flips=100, order="distance_reverse")
+    for j in np.flatnonzero(np.isfinite(rev)):
+        pj = int(Xt[j] @ w >= 0)
+        same = np.flatnonzero(y == pj)
+        cand = same[np.argsort(np.linalg.norm(X[same] - Xt[j], axis=1))][::-1][: int(rev[j])]
+        y_rev = y.copy()
+        y_rev[cand] ^= 1
+        assert int(Xt[j] @ logistic_fit(X, y_rev.astype(float)) >= 0) != pj
+    with pytest.raises(ValueError, match="order"):
+        attack_logistic(X, y, Xt, max_flips=5, order="nearest")
         # replay the attack's claim for one point: the flips really change the prediction
     j = 0
     flips = attack_logistic(X, y, Xt[:1], max_flips=60, order="distance")
