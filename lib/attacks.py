@@ -99,18 +99,17 @@ def attack_smoothed(
 
 
 def _proven_success(changed, cap: int) -> float:
-    """A number of flips r <= cap with changed(r) True, found by doubling then bisection along a
-    fixed order (O(log cap) bound evaluations); inf if changed(cap) is False. Bisection finds a
-    boundary where changed flips from False to True, the first one when changed is monotone in
-    r; any r it returns is a proven success, so the attack stays valid either way."""
-    if cap < 1:
+    """A number of flips r <= cap with changed(r) True, found along a fixed order: first
+    changed(cap) (False: inf after one evaluation, the common case for a rival that cannot
+    win), then doubling and bisection, O(log cap) evaluations. Bisection finds a boundary where
+    changed flips from False to True, the first one when changed is monotone in r; any r it
+    returns is a proven success, so the attack stays valid either way."""
+    if cap < 1 or not changed(cap):
         return np.inf
-    lo, hi = 0, 1  # changed(lo) is False (or lo = 0)
+    lo, hi = 0, 1  # changed(lo) is False (or lo = 0); changed(cap) is True
     while hi < cap and not changed(hi):
         lo, hi = hi, 2 * hi
     hi = min(hi, cap)
-    if not changed(hi):
-        return np.inf
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if changed(mid) else (mid, hi)

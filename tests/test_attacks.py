@@ -113,3 +113,22 @@ def test_logistic_bisection_agrees_with_a_flip_by_flip_scan(rng):
             assert int(Xt[j] @ logistic_fit(X, y3) >= 0) != pred
         agree += flips[j] == first
     assert agree >= len(Xt) - 1  # along a near-monotone order bisection finds the first success
+
+
+def test_proven_success_finds_the_first_success_of_a_monotone_order():
+    from lib.attacks import _proven_success
+
+    for threshold in (1, 2, 3, 7, 64, 99, 100):
+        calls = []
+
+        def changed(r, t=threshold):
+            calls.append(r)
+            return r >= t
+
+        assert _proven_success(changed, 100) == threshold
+        assert len(calls) <= 2 * 7 + 2  # O(log cap) evaluations
+    calls = []
+    assert _proven_success(lambda r: calls.append(r) or False, 100) == np.inf
+    assert calls == [100]  # a rival that cannot win costs one evaluation
+    assert _proven_success(lambda r: r >= 101, 100) == np.inf
+    assert _proven_success(lambda r: True, 0) == np.inf
