@@ -80,8 +80,10 @@ def attack_smoothed(
     base = chernoff_bound(a, yv, qf)
     moves = (1 - 2 * qf) * a * (1 - 2 * yv)[:, None]
     up = base.pred == 0
-    if order is None:
-        order = np.argsort(-np.where(up[None, :], moves, -moves), axis=0)
+    helpful = np.where(up[None, :], moves, -moves)  # how far each flip moves the score the needed way
+    greedy = order is None
+    if greedy:
+        order = np.argsort(-helpful, axis=0)
     order = np.asarray(order)
     if order.ndim != 2 or order.shape[1] != a.shape[1]:
         raise ValueError(f"order must have shape (n', {a.shape[1]}); got {order.shape}")
@@ -94,22 +96,33 @@ def attack_smoothed(
             res = chernoff_bound(a[:, j : j + 1], y_att, qf)
             return bool(res.pred[0] != base.pred[j] and res.log_tail[0] < np.log(0.5))
 
-        flips[j] = _proven_success(changed, min(max_flips, order.shape[0]))
+        if greedy:  # beyond the helpful moves a flip only undoes progress
+            flips[j] = _proven_success(changed, min(max_flips, int(np.sum(helpful[:, j] > 0))), monotone=True)
+        else:
+            flips[j] = _proven_success(changed, min(max_flips, order.shape[0]))
     return flips, base.pred
 
 
-def _proven_success(changed, cap: int) -> float:
-    """A number of flips r <= cap with changed(r) True, found along a fixed order: first
-    changed(cap) (False: inf after one evaluation, the common case for a rival that cannot
-    win), then doubling and bisection, O(log cap) evaluations. Bisection finds a boundary where
-    changed flips from False to True, the first one when changed is monotone in r; any r it
-    returns is a proven success, so the attack stays valid either way."""
-    if cap < 1 or not changed(cap):
+def _proven_success(changed, cap: int, monotone: bool = False) -> float:
+    """A number of flips r <= cap with changed(r) True, found along a fixed order by doubling
+    then bisection, O(log cap) evaluations. Bisection finds a boundary where changed flips from
+    False to True, the first one when changed is monotone in r; any r it returns is a proven
+    success, so the attack stays valid either way.
+
+    ``monotone=True`` (for orders of strictly helpful moves, largest first, capped at their
+    number: each flip moves the expected score further the same way) first evaluates
+    changed(cap) and gives up at once if it is False, so a rival that cannot win costs one
+    evaluation instead of log2(cap). Along other orders (e.g. by feature-space distance)
+    changed can be True early and False at cap, so they keep the plain search.
+    """
+    if cap < 1 or (monotone and not changed(cap)):
         return np.inf
-    lo, hi = 0, 1  # changed(lo) is False (or lo = 0); changed(cap) is True
+    lo, hi = 0, 1  # changed(lo) is False (or lo = 0)
     while hi < cap and not changed(hi):
         lo, hi = hi, 2 * hi
     hi = min(hi, cap)
+    if not monotone and not changed(hi):
+        return np.inf
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if changed(mid) else (mid, hi)
@@ -293,5 +306,6 @@ def attack_smoothed_multiclass(
                 res = chernoff_bound(col, y_att, qf, k)
                 return bool(res.pred[0] != p and res.log_tail[0] < np.log(0.5))
 
-            flips[j] = min(flips[j], _proven_success(changed, cap))
+            # the order's strictly helpful prefix only: later moves widen the gap again
+            flips[j] = min(flips[j], _proven_success(changed, min(cap, int(np.sum(gain > 0))), monotone=True))
     return flips, base.pred

@@ -118,17 +118,23 @@ def test_logistic_bisection_agrees_with_a_flip_by_flip_scan(rng):
 def test_proven_success_finds_the_first_success_of_a_monotone_order():
     from lib.attacks import _proven_success
 
-    for threshold in (1, 2, 3, 7, 64, 99, 100):
-        calls = []
+    for monotone in (False, True):
+        for threshold in (1, 2, 3, 7, 64, 99, 100):
+            calls = []
 
-        def changed(r, t=threshold):
-            calls.append(r)
-            return r >= t
+            def changed(r, t=threshold):
+                calls.append(r)
+                return r >= t
 
-        assert _proven_success(changed, 100) == threshold
-        assert len(calls) <= 2 * 7 + 2  # O(log cap) evaluations
+            assert _proven_success(changed, 100, monotone=monotone) == threshold
+            assert len(calls) <= 2 * 7 + 2  # O(log cap) evaluations
+        assert _proven_success(lambda r: r >= 101, 100, monotone=monotone) == np.inf
+        assert _proven_success(lambda r: True, 0, monotone=monotone) == np.inf
     calls = []
-    assert _proven_success(lambda r: calls.append(r) or False, 100) == np.inf
-    assert calls == [100]  # a rival that cannot win costs one evaluation
-    assert _proven_success(lambda r: r >= 101, 100) == np.inf
-    assert _proven_success(lambda r: True, 0) == np.inf
+    assert _proven_success(lambda r: calls.append(r) or False, 100, monotone=True) == np.inf
+    assert calls == [100]  # along a helpful-moves order a rival that cannot win costs one evaluation
+    # a window of success (e.g. distance order: later flips undo earlier ones) is still found by
+    # the plain search, and whatever it returns is a success
+    window = lambda r: 5 <= r <= 20  # noqa: E731
+    found = _proven_success(window, 100)
+    assert window(int(found))
