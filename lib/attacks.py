@@ -32,6 +32,27 @@ __all__ = ["min_flips_least_squares", "attack_smoothed", "logistic_fit", "attack
            "min_flips_multiclass", "attack_smoothed_multiclass"]
 
 
+def _fewest_moves(gains: NDArray, need: NDArray, strict: NDArray | bool, top: int = 1024) -> NDArray[np.float64]:
+    """Fewest moves per column, largest gains first, whose gains add up to at least ``need``
+    (more than ``need`` where ``strict``). ``gains`` (n, m) >= 0, ``need`` (m,). inf where even
+    all moves fall short. Only the ``top`` largest gains are sorted (``np.partition``); the
+    columns they cannot settle get a full sort, so the answer is the same as sorting all."""
+    n = gains.shape[0]
+    strict = np.broadcast_to(strict, need.shape)
+
+    def first(desc: NDArray, need: NDArray, strict: NDArray) -> NDArray[np.float64]:
+        cum = np.cumsum(desc, axis=0)
+        ok = np.where(strict[None, :], cum > need[None, :], cum >= need[None, :])
+        return np.where(ok.any(axis=0), np.argmax(ok, axis=0) + 1.0, np.inf)
+
+    t = min(top, n)
+    out = first(-np.sort(-(gains if t == n else np.partition(gains, n - t, axis=0)[n - t:]), axis=0), need, strict)
+    more = np.flatnonzero(np.isinf(out) & (t < n))  # the top gains were not enough
+    if more.size:
+        out[more] = first(-np.sort(-gains[:, more], axis=0), need[more], strict[more])
+    return out
+
+
 def _greedy_min_flips(score: NDArray, moves: NDArray, threshold: float) -> NDArray[np.float64]:
     """Fewest columns-wise moves to push ``score`` to the other side of ``threshold``.
 
@@ -39,13 +60,9 @@ def _greedy_min_flips(score: NDArray, moves: NDArray, threshold: float) -> NDArr
     >= threshold must go below it; one below must reach >= threshold. inf where impossible.
     """
     up = score < threshold  # needs to rise
-    signed = np.where(up[None, :], moves, -moves)  # helpful moves are positive
-    srt = -np.sort(-signed, axis=0)  # descending
-    gains = np.cumsum(np.maximum(srt, 0.0), axis=0)
+    helpful = np.maximum(np.where(up[None, :], moves, -moves), 0.0)  # a move the wrong way is never taken
     need = np.where(up, threshold - score, score - threshold)  # rise to >= thr / fall below thr
-    ok = np.where(up[None, :], gains >= need[None, :], gains > need[None, :])
-    first = np.argmax(ok, axis=0).astype(np.float64) + 1.0
-    return np.where(ok.any(axis=0), first, np.inf)
+    return _fewest_moves(helpful, need, strict=~up)
 
 
 def min_flips_least_squares(alpha: ArrayLike, y: ArrayLike) -> NDArray[np.float64]:
@@ -96,10 +113,9 @@ def attack_smoothed(
             res = chernoff_bound(a[:, j : j + 1], y_att, qf)
             return bool(res.pred[0] != base.pred[j] and res.log_tail[0] < np.log(0.5))
 
-        if greedy:  # beyond the helpful moves a flip only undoes progress
-            flips[j] = _proven_success(changed, min(max_flips, int(np.sum(helpful[:, j] > 0))), monotone=True)
-        else:
-            flips[j] = _proven_success(changed, min(max_flips, order.shape[0]))
+        # greedy: beyond the helpful moves a flip only undoes progress, so stop there
+        cap = int(np.sum(helpful[:, j] > 0)) if greedy else order.shape[0]
+        flips[j] = _proven_success(changed, min(max_flips, cap), monotone=greedy)
     return flips, base.pred
 
 
@@ -239,8 +255,8 @@ def min_flips_multiclass(
     attack is then at most one flip too optimistic, which errs on the side of a stronger attack).
     Per (test point, rival) each training point has one best gap-closing relabelling
     (:func:`_pair_gains`) and the moves add up, so the fewest flips take the largest gains
-    first. Vectorised over test points; only the ``top`` largest gains are sorted
-    (``np.partition``), with a full sort for the columns that need more. ``alpha`` (n, m),
+    first (:func:`_fewest_moves`, which sorts only the ``top`` largest gains unless a column
+    needs more). Vectorised over test points. ``alpha`` (n, m),
     ``y`` (n,) in {0..K-1}. Returns (flips (m,), pred (m,)); inf where impossible.
     """
     k = _checks.num_classes(num_classes)
@@ -257,18 +273,8 @@ def min_flips_multiclass(
     for rho in range(k - 1):
         r = rivals[:, rho]
         gap = scores[cols, pred] - scores[cols, r]  # >= 0
-        gain = _pair_gains(a, yv, pred, r)
-        np.maximum(gain, 0.0, out=gain)  # a move that widens the gap is never taken
-        t = min(top, n)
-        head = -np.sort(-(gain if t == n else np.partition(gain, n - t, axis=0)[n - t:]), axis=0)
-        cum = np.cumsum(head, axis=0)
-        first = np.where((cum >= gap).any(axis=0), np.argmax(cum >= gap, axis=0) + 1.0, np.inf)
-        more = np.flatnonzero(~np.isfinite(first) & (t < n))  # the top gains were not enough
-        if more.size:
-            cum_all = np.cumsum(-np.sort(-gain[:, more], axis=0), axis=0)
-            ok = cum_all >= gap[more]
-            first[more] = np.where(ok.any(axis=0), np.argmax(ok, axis=0) + 1.0, np.inf)
-        flips = np.minimum(flips, first)
+        gain = np.maximum(_pair_gains(a, yv, pred, r), 0.0)  # a move that widens the gap is never taken
+        flips = np.minimum(flips, _fewest_moves(gain, gap, strict=False, top=top))  # a tie counts
     return flips, pred
 
 

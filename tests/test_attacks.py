@@ -138,3 +138,19 @@ def test_proven_success_finds_the_first_success_of_a_monotone_order():
     window = lambda r: 5 <= r <= 20  # noqa: E731
     found = _proven_success(window, 100)
     assert window(int(found))
+
+
+def test_fewest_moves_partial_sort_agrees_with_full_sort(rng):
+    """The shared greedy count sorts only the top gains and falls back to a full sort where they
+    fall short; tiny ``top`` forces both paths, strict and non-strict, and must match sorting all."""
+    from lib.attacks import _fewest_moves
+
+    gains = np.maximum(rng.normal(size=(200, 30)), 0.0)
+    need = rng.uniform(0.0, 60.0, 30)
+    need[:3] = 1e6  # impossible
+    need[3] = 0.0   # reached by the first move (>=), or by the first positive one (>)
+    strict = rng.random(30) < 0.5
+    full = _fewest_moves(gains, need, strict, top=200)
+    for top in (1, 3, 40):
+        np.testing.assert_array_equal(_fewest_moves(gains, need, strict, top=top), full)
+    assert np.isinf(full[:3]).all() and (full[3:] > 40).any() and (full[3:] <= 3).any()
