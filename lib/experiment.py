@@ -1,5 +1,5 @@
-"""The steps every label-flip experiment of chapter 6 shares (MNIST 1/7, the Dogfish analogue,
-IMDB, ten-class MNIST): a feature network trained on OTHER classes, its embedding, the undefended
+"""The steps every label-flip experiment of chapters 6 to 9 shares (MNIST 1/7, the Dogfish
+analogue, IMDB, ten-class MNIST): a feature network trained on OTHER classes, its embedding, the undefended
 models and their attacks, attacked accuracy, and the soundness check of certificates against
 attacks on the smoothed classifier.
 

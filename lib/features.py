@@ -2,7 +2,7 @@
 
 The label-flip certificate treats the features as fixed: anything that reads the (poisonable)
 training labels must not shape h. Principal components of the training images read the images
-only, so they are safe; so are features from a network trained on other classes (chapter 6).
+only, so they are safe; so are features from a network trained on other classes (chapters 6 and 7).
 """
 
 from __future__ import annotations

@@ -102,41 +102,28 @@ class Chapter:
     intro: str
     setup: str
     exercises: list[Exercise]
-    book_number: int = 0  # the chapter's number in the book (sections share their chapter's)
-    first: int = 1  # the book's number of this file's first exercise within its chapter
-
-    @property
-    def number(self) -> str:
-        return str(self.book_number or int(self.stem.split("_", 1)[0]))
+    number: int  # the chapter's number in the book, that of its file: 07_dogfish is chapter 7
 
     def exercise_number(self, i: int) -> str:
-        """'6.4' for the i-th (from 1) exercise of this file, as the rendered book numbers it."""
-        return f"{int(self.number)}.{self.first + i - 1}"
+        """'7.2' for the i-th (from 1) exercise of this chapter, as the rendered book numbers it."""
+        return f"{self.number}.{i}"
 
 
-def book_numbering() -> dict[str, tuple[int, int]]:
-    """stem -> (chapter number, number of its first exercise), as sphinx-exercise numbers them:
-    per numbered top-level chapter of _toc.yml, counting on through the chapter's sections."""
+def chapter_number(stem: str) -> int:
+    """A chapter's number: that of its file (``07`` for ``07_dogfish``), which is also its number
+    in the rendered book, where every file is a top-level chapter of _toc.yml's numbered part."""
+    return int(stem.split("_", 1)[0])
+
+
+def toc_numbering() -> dict[str, int]:
+    """stem -> the chapter number the rendered book gives it: the position among the numbered
+    top-level chapters of _toc.yml (sphinx-exercise numbers exercises per such chapter)."""
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    out: dict[str, tuple[int, int]] = {}
-    chapter = 0
-    for part in toc.get("parts", []):
-        if not part.get("numbered"):
-            continue
-        for entry in part.get("chapters", []):
-            chapter += 1
-            count = 0
-            for item in [entry, *entry.get("sections", [])]:
-                stem = Path(item["file"]).name
-                out[stem] = (chapter, count + 1)
-                src = SOURCES / f"{stem}.md"
-                if src.exists():
-                    text = src.read_text()
-                    section = text.split("\n## Exercises", 1)[1] if "\n## Exercises" in text else ""
-                    count += section.count("\n:::{exercise}")
-    return out
+    numbered = [entry["file"] for part in toc.get("parts", []) if part.get("numbered")
+                for entry in part.get("chapters", [])]
+    return {Path(f).name: n for n, f in enumerate(numbered, start=1)}
 
 
 def chapters() -> list[str]:
@@ -193,7 +180,7 @@ def parse(stem: str) -> Chapter:
     start = next((i for i, c in enumerate(nb.cells)
                   if c.cell_type == "markdown" and EXERCISES_HEADING.search(c.source)), None)
     if start is None:
-        return Chapter(stem, title, "", "", [])
+        return Chapter(stem, title, "", "", [], chapter_number(stem))
     head = nb.cells[start].source
     intro = EXERCISES_HEADING.split(head, 1)[1]  # MyST until the exercises are numbered
     setup, exercises = "", []
@@ -222,12 +209,12 @@ def parse(stem: str) -> Chapter:
             if m["label"] != ex.label:
                 raise ValueError(f"{stem}: solution for {m['label']} follows exercise {ex.label}")
             ex.solution_text = _directive_body(m["body"])[1]
-    number, first = book_numbering().get(stem, (int(stem.split("_", 1)[0]), 1))
-    names = {e.label: f"Exercise {number}.{first + i - 1}" for i, e in enumerate(exercises, start=1)}
+    number = chapter_number(stem)
+    names = {e.label: f"Exercise {number}.{i}" for i, e in enumerate(exercises, start=1)}
     for e in exercises:
         e.prompt = to_jupyter_markdown(e.prompt, names)
         e.solution_text = to_jupyter_markdown(e.solution_text, names)
-    return Chapter(stem, title, to_jupyter_markdown(intro, names), setup, exercises, number, first)
+    return Chapter(stem, title, to_jupyter_markdown(intro, names), setup, exercises, number)
 
 
 def _current(exercises: list[Exercise], stem: str) -> Exercise:
@@ -293,7 +280,7 @@ def master_notebook(ch: Chapter, check_solutions: bool = True) -> nbformat.Noteb
             show_question_points: true
             """)),
         nbformat.v4.new_markdown_cell(
-            f"# Exercises of chapter {int(ch.number)}: {ch.title}\n\n{ch.intro}\n\n"
+            f"# Exercises of chapter {ch.number}: {ch.title}\n\n{ch.intro}\n\n"
             "Run the cells from the top. Replace each `raise NotImplementedError(...)` by your code, "
             "run the check cell below it, and write the written answers in the cells that say so. "
             "Hidden tests are run when your notebook is graded."),

@@ -51,6 +51,15 @@ def test_toc_lists_chapters_and_the_teaching_page():
     assert "book/teaching" in (ROOT / "_toc.yml").read_text()
 
 
+def test_file_number_is_the_chapter_number_in_the_book():
+    """07_dogfish is chapter 7 of the rendered book (a top-level chapter, not a section), so
+    `make chapter NB=07`, the page's number and its exercises' numbers (7.1, 7.2, ...) agree."""
+    numbering = assignments.toc_numbering()
+    assert numbering == {stem: assignments.chapter_number(stem) for stem in assignments.chapters()}
+    ch = assignments.parse("07_dogfish")
+    assert ch.number == 7 and ch.exercise_number(1) == "7.1"
+
+
 @pytest.mark.parametrize("stem", CHAPTERS)
 def test_every_chapter_has_graded_exercises(stem):
     ch = assignments.parse(stem)
@@ -284,7 +293,7 @@ def test_rendered_chapter_shows_numbered_exercises_with_hidden_solutions(stem):
         pytest.fail(f"no rendered {page.name}: run `make book PROFILE=ci` first")
     html = page.read_text()
     ch = assignments.parse(stem)
-    number = int(ch.number)
+    number = ch.number
     assert html.count('class="exercise admonition"') == len(ch.exercises)
     assert html.count('class="solution dropdown admonition"') == len(ch.exercises)  # behind a toggle
     for k, ex in enumerate(ch.exercises, start=1):
