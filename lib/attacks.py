@@ -32,7 +32,9 @@ __all__ = ["min_flips_least_squares", "attack_smoothed", "logistic_fit", "attack
            "min_flips_multiclass", "attack_smoothed_multiclass"]
 
 
-def _fewest_moves(gains: NDArray, need: NDArray, strict: NDArray | bool, top: int = 1024) -> NDArray[np.float64]:
+def _fewest_moves(
+    gains: NDArray, need: NDArray, strict: NDArray | bool, top: int = 1024
+) -> NDArray[np.float64]:
     """Fewest moves per column, largest gains first, whose gains add up to at least ``need``
     (more than ``need`` where ``strict``). ``gains`` (n, m) >= 0, ``need`` (m,). inf where even
     all moves fall short. Only the ``top`` largest gains are sorted (``np.partition``); the
@@ -46,7 +48,8 @@ def _fewest_moves(gains: NDArray, need: NDArray, strict: NDArray | bool, top: in
         return np.where(ok.any(axis=0), np.argmax(ok, axis=0) + 1.0, np.inf)
 
     t = min(top, n)
-    out = first(-np.sort(-(gains if t == n else np.partition(gains, n - t, axis=0)[n - t:]), axis=0), need, strict)
+    largest = gains if t == n else np.partition(gains, n - t, axis=0)[n - t :]
+    out = first(-np.sort(-largest, axis=0), need, strict)
     more = np.flatnonzero(np.isinf(out) & (t < n))  # the top gains were not enough
     if more.size:
         out[more] = first(-np.sort(-gains[:, more], axis=0), need[more], strict[more])
@@ -81,15 +84,15 @@ def attack_smoothed(
 ) -> tuple[NDArray, NDArray]:
     """Attack the smoothed (Chernoff) prediction, up to ``max_flips`` flips.
 
-    For each test column, flips the labels in an order and reports a number of flips (by doubling then bisection, :func:`_proven_success`)
-    after which the smoothed prediction changes AND the new prediction is certified
-    (p_lower > 1/2), i.e. an attack proven to succeed. ``order=None`` is the greedy order, which
-    moves the expected noisy score towards the other side fastest; for least squares this is
-    also the influence order of App. C, which is exact here because the score is linear in the
-    labels. ``order`` may instead give, per column, training indices to flip in turn ((n', m)
-    integer array, e.g. by l2 distance in feature space, App. C). Returns (flips, pred):
-    flips[j] is that number (inf if none up to ``max_flips``). A certificate of radius R is
-    contradicted if flips[j] <= R.
+    For each test column, flips the labels in an order and reports a number of flips (by doubling
+    then bisection, :func:`_proven_success`) after which the smoothed prediction changes AND the
+    new prediction is certified (p_lower > 1/2), i.e. an attack proven to succeed. ``order=None``
+    is the greedy order, which moves the expected noisy score towards the other side fastest; for
+    least squares this is also the influence order of App. C, which is exact here because the
+    score is linear in the labels. ``order`` may instead give, per column, training indices to
+    flip in turn ((n', m) integer array, e.g. by l2 distance in feature space, App. C). Returns
+    (flips, pred): flips[j] is that number (inf if none up to ``max_flips``). A certificate of
+    radius R is contradicted if flips[j] <= R.
     """
     a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
     yv = _checks.labels(y, a.shape[0], 2)
@@ -106,7 +109,7 @@ def attack_smoothed(
         raise ValueError(f"order must have shape (n', {a.shape[1]}); got {order.shape}")
     flips = np.full(a.shape[1], np.inf)
     for j in range(a.shape[1]):
-        def changed(r: int) -> bool:
+        def changed(r: int, j: int = j) -> bool:
             y_att = yv.copy()
             idx = order[:r, j]
             y_att[idx] = 1 - y_att[idx]
@@ -150,7 +153,9 @@ def _logistic_loss(X: NDArray, y: NDArray, w: NDArray, l2: float) -> float:
     return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * len(y) * (w @ w))
 
 
-def logistic_fit(X: NDArray, y: NDArray, l2: float = 1e-3, w0: NDArray | None = None, iters: int = 50) -> NDArray:
+def logistic_fit(
+    X: NDArray, y: NDArray, l2: float = 1e-3, w0: NDArray | None = None, iters: int = 50
+) -> NDArray:
     """L2-regularised logistic regression by damped Newton (the undefended model of App. C: a
     network's frozen features with a retrained top layer). Minimises
     sum_i log(1 + e^{x_i w}) - y_i x_i w + (l2 n / 2) |w|^2; warm-starts from ``w0``.
@@ -222,7 +227,7 @@ def attack_logistic(
             score = -(grad_test @ Hinv_X)  # increase of the test loss per flip (to first order)
             cand = np.argsort(-score)
 
-        def changed(r: int) -> bool:
+        def changed(r: int, j: int = j, cand: NDArray = cand) -> bool:
             y_att = yv.copy()
             y_att[cand[:r]] = 1.0 - y_att[cand[:r]]
             return int(Xta[j] @ logistic_fit(Xa, y_att, l2, w0=w) >= 0) != pred[j]
@@ -286,10 +291,10 @@ def attack_smoothed_multiclass(
     For each test column: for every rival, the exact best order of relabellings of
     :func:`min_flips_multiclass` (the smoothed prediction is the argmax of the expected scores,
     an affine function of the same one-hot labels); along it, the smallest number of flips found
-    by doubling then bisection (:func:`_proven_success`) at which the multi-class Chernoff bound CERTIFIES a prediction
-    other than the original one (log tail < log 1/2), so the attack provably changed g. Returns
-    (flips, pred): flips[j] is that number, minimised over rivals (inf if none up to
-    ``max_flips``). A certificate of radius R is contradicted if flips[j] <= R.
+    by doubling then bisection (:func:`_proven_success`) at which the multi-class Chernoff bound
+    CERTIFIES a prediction other than the original one (log tail < log 1/2), so the attack
+    provably changed g. Returns (flips, pred): flips[j] is that number, minimised over rivals
+    (inf if none up to ``max_flips``). A certificate of radius R is contradicted if flips[j] <= R.
     """
     k = _checks.num_classes(num_classes)
     a = _checks.finite_matrix(np.atleast_2d(np.asarray(alpha, dtype=np.float64).T).T, "alpha")
@@ -306,7 +311,9 @@ def attack_smoothed_multiclass(
             gain, new = _pair_moves(a[:, j], yv, p, r)
             order = np.argsort(-gain, kind="stable")
 
-            def changed(n_flips: int) -> bool:
+            def changed(
+                n_flips: int, col: NDArray = col, p: int = p, order: NDArray = order, new: NDArray = new
+            ) -> bool:
                 y_att = yv.copy()
                 y_att[order[:n_flips]] = new[order[:n_flips]]
                 res = chernoff_bound(col, y_att, qf, k)

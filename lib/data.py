@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MNIST", "load_mnist", "load_fashion_mnist", "class_pair", "FASHION_CLASSES", "binary_subset", "mnist17", "data_dir", "read_idx", "DataUnavailableError"]
+__all__ = ["MNIST", "load_mnist", "load_fashion_mnist", "class_pair", "FASHION_CLASSES", "binary_subset",
+           "mnist17", "data_dir", "read_idx", "DataUnavailableError"]
 
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MNIST_FILES = {  # file -> MD5 of the .gz, as listed by torchvision.datasets.MNIST
@@ -129,7 +130,10 @@ def _md5(path: Path) -> str:
 
 
 def _from_idx(
-    folder: Path, download: bool, files: dict[str, str] = MNIST_FILES, mirrors: tuple[str, ...] = MNIST_MIRRORS
+    folder: Path,
+    download: bool,
+    files: dict[str, str] = MNIST_FILES,
+    mirrors: tuple[str, ...] = MNIST_MIRRORS,
 ) -> tuple[NDArray, ...] | None:
     folder.mkdir(parents=True, exist_ok=True) if download else None
     for name, md5 in files.items():
@@ -225,7 +229,8 @@ def load_fashion_mnist(download: bool = True, folder: Path | None = None) -> MNI
     """
     folder = data_dir() / "fashion-mnist" if folder is None else Path(folder)
     names = tuple(FASHION_FILES)
-    arrays, source = _read_idx_folder(FASHION_DEBIAN, names), f"Debian dataset-fashion-mnist ({FASHION_DEBIAN})"
+    arrays = _read_idx_folder(FASHION_DEBIAN, names)
+    source = f"Debian dataset-fashion-mnist ({FASHION_DEBIAN})"
     if arrays is None:
         arrays, source = _from_idx(folder, False, FASHION_FILES, FASHION_MIRRORS), f"IDX files in {folder}"
     if arrays is None and download:

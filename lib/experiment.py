@@ -16,8 +16,14 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 
 from . import _checks
-from .attacks import (attack_logistic, attack_smoothed, attack_smoothed_multiclass, logistic_fit,
-                      min_flips_least_squares, min_flips_multiclass)
+from .attacks import (
+    attack_logistic,
+    attack_smoothed,
+    attack_smoothed_multiclass,
+    logistic_fit,
+    min_flips_least_squares,
+    min_flips_multiclass,
+)
 from .data import MNIST
 from .labelflip import Certificate
 from .least_squares import add_intercept, kernel_weights
@@ -62,8 +68,10 @@ def train_on_other_classes(
     test = np.flatnonzero(np.isin(ds.y_test, kept))
     with torch.no_grad():
         dev = next(net.parameters()).device
-        logits = torch.cat([net(torch.as_tensor(ds.x_test[test[i:i + 2000]], dtype=torch.float32).to(dev) / 255.0).cpu()
-                            for i in range(0, test.size, 2000)])
+        logits = torch.cat([
+            net(torch.as_tensor(ds.x_test[test[i : i + 2000]], dtype=torch.float32).to(dev) / 255.0).cpu()
+            for i in range(0, test.size, 2000)
+        ])
     acc = float((logits.argmax(1).numpy() == remap[ds.y_test[test]]).mean())
     return FeatureNetwork(net, kept, acc, int(test.size), cached, secs)
 
@@ -73,7 +81,8 @@ def embed(net: SmallCNN, images: NDArray, batch: int = 2000) -> NDArray[np.float
     """The network's embedding of uint8 images, (N, embed_dim) float64."""
     dev = next(net.parameters()).device
     x = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
-    return torch.cat([net.embed(x[i:i + batch].to(dev)).cpu() for i in range(0, len(x), batch)]).double().numpy()
+    parts = [net.embed(x[i : i + batch].to(dev)).cpu() for i in range(0, len(x), batch)]
+    return torch.cat(parts).double().numpy()
 
 
 def live_columns(F: ArrayLike, tol: float = 1e-8) -> NDArray[np.bool_]:
@@ -81,7 +90,9 @@ def live_columns(F: ArrayLike, tol: float = 1e-8) -> NDArray[np.bool_]:
     return _checks.finite_matrix(F, "F").std(axis=0) > tol
 
 
-def attacked_accuracy(pred: ArrayLike, needed: ArrayLike, truth: ArrayLike, radii: ArrayLike) -> NDArray[np.float64]:
+def attacked_accuracy(
+    pred: ArrayLike, needed: ArrayLike, truth: ArrayLike, radii: ArrayLike
+) -> NDArray[np.float64]:
     """Fraction of points predicted correctly AND needing more than r flips to change, for each r:
     the accuracy an attacker with r flips per test point leaves (an upper bound when ``needed``
     comes from heuristic attacks, exact when it comes from an exact attack)."""
@@ -107,7 +118,12 @@ class Undefended:
 
 
 def attack_undefended(
-    F: NDArray, y: NDArray, Ft: NDArray, num_classes: int = 2, attack_points: int = 0, attack_max_flips: int = 0,
+    F: NDArray,
+    y: NDArray,
+    Ft: NDArray,
+    num_classes: int = 2,
+    attack_points: int = 0,
+    attack_max_flips: int = 0,
     chunk_entries: int = 20_000_000,
 ) -> Undefended:
     """The undefended models on the same (label-free) features: least squares with lambda -> 0
@@ -175,8 +191,15 @@ def attack_certified(
     return flips
 
 
-def plot_certified_curves(ax, radii: NDArray, certs: dict[float, Certificate], y_test: NDArray,
-                          undefended: Undefended | None = None, title: str = "", lr_max_flips: int | None = None):
+def plot_certified_curves(
+    ax,
+    radii: NDArray,
+    certs: dict[float, Certificate],
+    y_test: NDArray,
+    undefended: Undefended | None = None,
+    title: str = "",
+    lr_max_flips: int | None = None,
+):
     """The paper's figure on one axis: certified accuracy (solid) per q against flips, the
     non-robust accuracy of each smoothed classifier (dashed), the undefended models' attacked
     accuracy and, for binary tasks, the constant classifier at 50% (dotted)."""
@@ -187,8 +210,8 @@ def plot_certified_curves(ax, radii: NDArray, certs: dict[float, Certificate], y
         ax.plot(radii, 100 * c.certified_accuracy(y_test, radii), color=col, label=f"q = {q}")
         ax.axhline(100 * np.mean(c.pred == y_test), color=col, ls="--", lw=0.8)
     if undefended is not None:
-        ax.plot(radii, 100 * attacked_accuracy(undefended.ls_pred, undefended.ls_flips, y_test, radii), color="C3",
-                label="undefended least squares (exact attack)")
+        ls_attacked = attacked_accuracy(undefended.ls_pred, undefended.ls_flips, y_test, radii)
+        ax.plot(radii, 100 * ls_attacked, color="C3", label="undefended least squares (exact attack)")
         if undefended.lr_flips is not None:
             within = radii <= (lr_max_flips if lr_max_flips is not None else radii.max())
             sub = undefended.lr_points

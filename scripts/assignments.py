@@ -25,8 +25,8 @@ solutions against every test and writes:
     _build/assignments/<stem>/instructor/autograder/     solutions notebook, all tests, autograder zip
 
 In the student notebook every solution function keeps its signature and docstring and its body
-becomes ``raise NotImplementedError`` (Otter's solution and prompt markers, added by this script), written answers become a
-placeholder, outputs are cleared and hidden tests are absent.
+becomes ``raise NotImplementedError`` (Otter's solution and prompt markers, added by this
+script), written answers become a placeholder, outputs are cleared and hidden tests are absent.
 
 ``grade`` runs ``otter run`` (Otter's local grader: no Docker, no network) with the chapter's
 autograder zip on one submission, prints a score per exercise and writes ``<name>.scores.json``
@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import copy
 import csv
 import json
 import re
@@ -66,8 +65,12 @@ OUT = ROOT / "_build" / "assignments"
 GRADES = ROOT / "_build" / "grades"
 
 EXERCISES_HEADING = re.compile(r"^##\s+Exercises\s*$", re.MULTILINE)
-EXERCISE_RE = re.compile(r"^:::\{exercise\}\s*(?P<title>.*?)\s*\n(?P<body>.*?)^:::\s*$", re.MULTILINE | re.DOTALL)
-SOLUTION_RE = re.compile(r"^:::\{solution\}\s*(?P<label>\S+)\s*\n(?P<body>.*?)^:::\s*$", re.MULTILINE | re.DOTALL)
+EXERCISE_RE = re.compile(
+    r"^:::\{exercise\}\s*(?P<title>.*?)\s*\n(?P<body>.*?)^:::\s*$", re.MULTILINE | re.DOTALL
+)
+SOLUTION_RE = re.compile(
+    r"^:::\{solution\}\s*(?P<label>\S+)\s*\n(?P<body>.*?)^:::\s*$", re.MULTILINE | re.DOTALL
+)
 OPTION_RE = re.compile(r"^:(?P<key>[\w-]+):\s*(?P<value>.*)$")
 LABEL_LINE_RE = re.compile(r"^\([\w-]+\)=\s*$", re.MULTILINE)
 ROLE_RE = re.compile(r"\{[\w:-]+\}`([^`<]*?)(?:\s*<([^`>]+)>)?`")
@@ -248,7 +251,8 @@ def mark_solution(code: str, message: str) -> str:
             doc = isinstance(body0, ast.Expr) and isinstance(body0.value, ast.Constant) \
                 and isinstance(body0.value.value, str)
             head_end = body0.end_lineno if doc else body0.lineno - 1
-            indent = re.match(r"\s*", lines[(node.body[1] if doc and len(node.body) > 1 else body0).lineno - 1])[0]
+            first_statement = node.body[1] if doc and len(node.body) > 1 else body0
+            indent = re.match(r"\s*", lines[first_statement.lineno - 1])[0]
             out += lines[first:head_end]
             out.append(f"{indent}# BEGIN SOLUTION NO PROMPT")
             out += lines[head_end:last]

@@ -1,16 +1,14 @@
-"""Shared fixtures. The exact enumeration helpers live in lib.enumeration (chapter 3 uses them too)."""
+"""Shared fixtures. The exact enumeration helpers live in lib.enumeration (chapter 3 uses them too);
+they are re-exported here for the tests that import them from conftest."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lib.enumeration import all_labellings, base_votes, noise_probabilities
 
-from lib.enumeration import all_labellings, base_votes, noise_probabilities  # noqa: E402,F401
+__all__ = ["all_labellings", "base_votes", "noise_probabilities"]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ checked against every test by ``otter assign``); each grading runs the notebook 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import re
 import sys
@@ -25,9 +26,18 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import assignments  # noqa: E402
+
+def _load_script(name: str):
+    """A module of scripts/ (command-line scripts, not part of the installed library)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+assignments = _load_script("assignments")
 
 
 def _toc_chapters() -> list[str]:
@@ -225,8 +235,10 @@ def _wrong_answer(built: Path, stem: str, tmp: Path) -> Path:
                  if isinstance(n, ast.FunctionDef)]
         if not names:
             continue
-        idx = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and f"def {names[0]}(" in c.source)
-        nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(SABOTAGE + "".join(f"{n} = _wrong({n})\n" for n in names)))
+        idx = next(i for i, c in enumerate(nb.cells)
+                   if c.cell_type == "code" and f"def {names[0]}(" in c.source)
+        sabotage = SABOTAGE + "".join(f"{n} = _wrong({n})\n" for n in names)
+        nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(sabotage))
     out = tmp / f"{stem}-wrong.ipynb"
     nbformat.write(nb, out)
     return out
@@ -265,7 +277,8 @@ def test_instructor_solutions_score_full_marks(grades, stem):
     assert written and all(r["score"] is None for r in written)
     out = Path(g["out"])
     assert len(list(out.glob("*.scores.json"))) == 1 and len(list(out.glob("*.scores.csv"))) == 1
-    assert json.loads(next(out.glob("*.scores.json")).read_text())["autograded_score"] == g["autograded_score"]
+    scores = json.loads(next(out.glob("*.scores.json")).read_text())
+    assert scores["autograded_score"] == g["autograded_score"]
 
 
 @pytest.mark.parametrize("stem", CHAPTERS)

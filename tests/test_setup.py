@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import os
 import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import jupytext
 import yaml
 
+import lib
 from lib import profiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +42,16 @@ def test_every_requirement_is_pinned_and_direct_ones_are_locked():
     assert lock["torch"] == "2.13.0" and lock["jupyter-book"] == "1.0.4.post1"
 
 
+def test_lib_is_an_installed_package(tmp_path):
+    """`pip install -e .` (make's set-up step) makes `import lib` work from any folder."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert importlib.metadata.version(project["name"]) == project["version"] == lib.__version__
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", "import lib; print(lib.__file__)"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, check=True)
+    assert Path(proc.stdout.strip()) == ROOT / "lib" / "__init__.py"
+
+
 def _parameters_cell(path: Path) -> dict:
     nb = jupytext.read(path)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -52,11 +68,14 @@ def test_every_chapter_has_parameters_matching_both_profiles():
     chapters = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
     assert chapters
     toc = (ROOT / "_toc.yml").read_text()
+    defaults = set()
     for path in chapters:
         params = _parameters_cell(path)
-        assert params.pop("profile") == "ci"
+        default = params.pop("profile")
+        defaults.add(default)
         for prof in profiles.PROFILES:
             assert set(data[prof][path.stem]) == set(params), (path.stem, prof)
         assert f"book/chapters/{path.stem}" in toc, f"{path.stem} is not in _toc.yml"
-        # the defaults in the notebook are the ci profile's values
-        assert data["ci"][path.stem] == params, path.stem
+        # the defaults in the notebook are the values of the profile it names
+        assert default in profiles.PROFILES and data[default][path.stem] == params, path.stem
+    assert len(defaults) == 1, f"every chapter defaults to the same profile, not {sorted(defaults)}"
