@@ -9,11 +9,16 @@ bound, which is a one-dimensional convex problem in t. No sampling is involved: 
 Soundness does not depend on how well t is optimised: every t gives a valid bound, so an
 early stop of Newton's method only costs tightness. What matters is that the bound is
 evaluated, in float64, at the t that is returned; that is what :func:`chernoff_bound` does.
+The float64 evaluation is then rounded up by a bound on its own rounding error (summed in a
+pairwise tree of known depth, see :func:`_float64_bound`), so the reported log B is never
+below the exact log of the Chernoff bound: no caller depends on a margin of its own.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -25,6 +30,8 @@ from . import _checks
 __all__ = ["ChernoffResult", "chernoff_bound", "chernoff_certify", "binary_objective"]
 
 LOG_HALF = float(np.log(0.5))
+_EPS = float(np.finfo(np.float64).eps)
+_EXACT_VOTE_OUTCOMES = 256  # K^s noisy labellings of the s non-zero weights: g by enumeration
 
 
 @dataclass(frozen=True)
@@ -33,13 +40,19 @@ class ChernoffResult:
 
     Attributes
     ----------
-    pred: (m,) int array, the predicted class (binary: ``1{t* >= 0}``).
+    pred: (m,) int array, the predicted class. Where ``log_tail < log(1/2)`` it is the smoothed
+        prediction g (binary: the side of t, ``1{t >= 0}``). Where nothing is certified it is g
+        computed exactly by enumeration when alpha has few non-zero weights (K^s <= 256
+        labellings of its s non-zero entries), and otherwise the class of largest expected
+        score (binary: ``1{E[alpha^T Y] >= 1/2}``, the side of t* in exact arithmetic), which
+        can differ from g: g is the majority vote, not the sign of the expected vote.
     log_tail: (m,) float64, ``min(log B, log 1/2)`` where B bounds the probability that the
-        base learner does not vote for ``pred``. Only where it is below log(1/2) is
-        ``1 - exp(log_tail)`` a lower bound on G(mu, phi, pred) (and pred = g); at log(1/2)
-        nothing is certified (radius 0).
+        base learner does not vote for ``pred`` (rounded up: never below the exact log B).
+        Only where it is below log(1/2) is ``1 - exp(log_tail)`` a lower bound on
+        G(mu, phi, pred) (and pred = g); at log(1/2) nothing is certified (radius 0).
     t: (m,) for K = 2, (m, K-1) for K > 2: the Chernoff parameters at which the bound was
-        evaluated (for K > 2 one per rival class, in increasing class order skipping ``pred``).
+        evaluated (for K > 2 one per rival of the class of largest expected score, in
+        increasing class order; that class is ``pred`` wherever something is certified).
     iterations: (m,) Newton iterations each test point took on the full problem (for K > 2,
         the most over its rivals).
     """
@@ -52,8 +65,10 @@ class ChernoffResult:
     @property
     def p_lower(self) -> NDArray[np.float64]:
         """``max(1 - B, 1/2)`` (Algorithm 1, step 2): a lower bound on G(mu, phi, pred) where it
-        exceeds 1/2; the value 1/2 itself means "no certificate", not a bound."""
-        return -np.expm1(self.log_tail)
+        exceeds 1/2; the value 1/2 itself means "no certificate", not a bound. Rounded down
+        (one float64 step below ``-expm1(log_tail)``), so it never exceeds 1 - B."""
+        lt = self.log_tail
+        return np.where(lt < LOG_HALF, np.maximum(np.nextafter(-np.expm1(lt), 0.0), 0.5), 0.5)
 
 
 def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> NDArray[np.float64]:
@@ -61,27 +76,67 @@ def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> 
 
     For t > 0 this is the log of the Chernoff bound (13) on P(alpha^T Y <= 1/2); for t < 0 it is
     the log of the bound on P(alpha^T Y >= 1/2) at |t|. Evaluated in float64, stably
-    (``log(a + b e^{-s}) = log a + softplus(log(b/a) - s)``). ``alpha`` is (n,) or (n, m), ``t``
-    broadcasts against its trailing axis.
+    (``log(a + b e^{-s}) = log a + softplus(log(b/a) - s)``), and rounded up by a bound on the
+    rounding error of that evaluation, so the value returned is never below the exact one.
+    ``alpha`` is (n,) or (n, m), ``t`` broadcasts against its trailing axis; ``y`` holds labels
+    in {0, 1} and q lies in (0, 1/2).
     """
-    a = np.asarray(alpha, dtype=np.float64)
-    tt = np.asarray(t, dtype=np.float64)
-    log_a, c = _binary_coefficients(np.asarray(y), q)
-    a2 = a[:, None] if a.ndim == 1 else a  # (n, 1) broadcasts against any t; (n, m) against (m,)
+    qf = _checks.flip_probability(q, 2)
+    a = np.asarray(alpha, dtype=np.float64) if np.asarray(alpha).dtype.kind != "c" else None
+    if a is None or a.ndim not in (1, 2):
+        raise ValueError("alpha must be a real (n,) or (n, m) array")
+    a2 = _checks.finite_matrix(a[:, None] if a.ndim == 1 else a, "alpha")
+    tt = np.asarray(_checks.finite_matrix(np.atleast_1d(t).reshape(1, -1), "t")).reshape(np.shape(t))
+    log_a, c = _binary_coefficients(_checks.labels(y, a2.shape[0], 2), qf)
     out, _ = _float64_bound(torch.from_numpy(np.ascontiguousarray(a2)), c, log_a, np.atleast_1d(tt))
     return out.reshape(np.broadcast_shapes(tt.shape, a.shape[1:])) if a.ndim > 1 or tt.ndim else float(out[0])
 
 
+def _tree_sum(x: torch.Tensor) -> tuple[NDArray, int]:
+    """Column sums of an (n, m) tensor by pairwise halving, and the most roundings any entry
+    went through (``depth``): the computed sum is within depth * u * sum |x_i| of the exact one
+    (u = eps/2), whatever order a library reduction would have used."""
+    depth = 0
+    while x.shape[0] > 1:
+        h = x.shape[0] // 2
+        top = x[:h] + x[h : 2 * h]
+        if x.shape[0] % 2:
+            top[0] += x[2 * h]  # the odd row: one more rounding for that entry
+            depth += 1
+        x = top
+        depth += 1
+    return x[0].numpy() if x.shape[0] else np.zeros(x.shape[1]), depth
+
+
 def _float64_bound(A: torch.Tensor, c: NDArray, log_a: NDArray, t: NDArray) -> tuple[NDArray, torch.Tensor]:
-    """f(t) of eq. (7), in float64, for (n, m) weights A and t of shape (m,) (or any shape
-    broadcasting against A's columns), and the (n, m) array u = c - t alpha it was computed from.
+    """f(t) of eq. (7), in float64 and rounded up, for (n, m) weights A and t of shape (m,) (or
+    any shape broadcasting against A's columns), and the (n, m) array u = c - t alpha it was
+    computed from.
 
     The one place where the reported bound is computed. torch's logaddexp is exact (no softplus
-    threshold) and multi-threaded.
+    threshold) and multi-threaded. Rounding (eps = float64 machine epsilon, L = |log q| +
+    |log(1-q)|): u_i = c_i - t alpha_i is within eps (|u_i| + 2|c| + L) of the exact value
+    (c and log a are themselves rounded logs); softplus is 1-Lipschitz and evaluated to 2 eps
+    relative; the pairwise tree sum adds depth/2 * eps * sum softplus; n1 log q + n0 log(1-q)
+    is within 3 n L eps; the two final additions eps of their magnitudes. Twice that total,
+
+        2 eps [sum |u_i| + (depth/2 + 3) sum softplus(u_i) + 2 n |c| + 4 n L + |t|/2 + |sum log a|],
+
+    is added to f, so the value returned is never below the exact f(t).
     """
+    n = A.shape[0]
     u = torch.addcmul(torch.from_numpy(c[:, None]), A, torch.from_numpy(t), value=-1.0)
-    terms = torch.logaddexp(torch.zeros((), dtype=torch.float64), u).sum(dim=0).numpy()
-    return t / 2.0 + float(np.sum(log_a)) + terms, u
+    sp = torch.logaddexp(torch.zeros((), dtype=torch.float64), u)
+    terms, depth = _tree_sum(sp)
+    abs_u = torch.linalg.vector_norm(u, 1, dim=0).numpy()
+    vals, counts = np.unique(log_a, return_counts=True)  # two values: n1 log q + n0 log(1-q)
+    sum_log_a = float(np.dot(counts.astype(np.float64), vals))
+    max_c = float(np.max(np.abs(c), initial=0.0))
+    big_l = max_c + 2.0 * float(np.max(np.abs(log_a), initial=0.0))  # >= |log q| + |log(1-q)|
+    f = t / 2.0 + sum_log_a + terms
+    err = abs_u + (depth / 2.0 + 3.0) * np.abs(terms) + 2.0 * n * max_c + 4.0 * n * big_l
+    err = err + np.abs(t) / 2.0 + abs(sum_log_a)
+    return f + 2.0 * _EPS * err, u
 
 
 def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -126,8 +181,9 @@ def _safeguarded_newton(
         la, ha, sc = lo[active], hi[active], scale[active]
         inside = np.isfinite(new) & (new > la) & (new < ha)
         both = np.isfinite(la) & np.isfinite(ha)
+        mid = 0.5 * np.where(both, la, 0.0) + 0.5 * np.where(both, ha, 0.0)  # no inf - inf where open
         grow = np.where(g < 0, ta + np.maximum(np.abs(ta), sc), ta - np.maximum(np.abs(ta), sc))
-        new = np.clip(np.where(inside, new, np.where(both, 0.5 * (la + ha), grow)), lower[active], upper[active])
+        new = np.clip(np.where(inside, new, np.where(both, mid, grow)), lower[active], upper[active])
         done = (np.abs(new - ta) <= tol * (np.abs(ta) + sc)) | (g == 0) | ((ta <= lower[active]) & (g >= 0))
         t[active] = new
         active = active[~done]
@@ -151,8 +207,20 @@ def _newton_binary(
     tightness, not soundness. ``t0`` is the starting point (default 0); ``weights`` (same shape
     as ``alpha``) multiply the terms of the sums, for the binned warm start of
     :func:`_binned_start`. ``c`` is (n,) or (n, m).
+
+    Columns whose largest |alpha| lies outside [2^-40, 2^40] (float32 would overflow or lose
+    alpha^2) are solved in the variable t' = s t for alpha' = alpha / s, s a power of two near
+    max |alpha|: then f'(t') = 1/(2s) - w sum alpha'_i expit(c_i - t' alpha'_i), same minimiser.
     """
     n, m = alpha.shape
+    col_max = np.abs(alpha).max(axis=0) if n else np.zeros(m)
+    extreme = (col_max > 0) & ((col_max > 2.0**40) | (col_max < 2.0**-40))
+    s = np.ones(m)
+    if np.any(extreme):
+        s[extreme] = np.ldexp(1.0, np.frexp(col_max[extreme])[1])  # alpha' max in [1/2, 1)
+        alpha = alpha / s[None, :]
+        col_max = col_max / s
+    half = 0.5 / s  # f'(t') = 1/(2s) - ...
     a32 = alpha.astype(np.float32, copy=False)
     wa = a32 if weights is None else (a32 * weights).astype(np.float32)
     A2 = wa * a32
@@ -163,14 +231,15 @@ def _newton_binary(
         full = active.size == m
         A = a32 if full else a32[:, active]
         sig = expit((c32 if full or c32.shape[1] == 1 else c32[:, active]) - A * t.astype(np.float32)[None, :])
-        g = 0.5 - np.einsum("ij,ij->j", wa if full else wa[:, active], sig, dtype=np.float64)
+        g = half[active] - np.einsum("ij,ij->j", wa if full else wa[:, active], sig, dtype=np.float64)
         sig *= 1.0 - sig
         return g, np.einsum("ij,ij->j", A2 if full else A2[:, active], sig, dtype=np.float64)
 
-    scale = 1.0 / np.maximum(np.abs(alpha).max(axis=0), 1e-300)  # t alpha ~ 1
+    scale = 1.0 / np.maximum(col_max, 1e-300)  # t alpha ~ 1
     t_max = np.minimum(1e4 * scale, 1e30)  # further changes the bound negligibly; float32-safe
-    t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64)
-    return _safeguarded_newton(derivatives, t, (-np.inf, np.inf), -t_max, t_max, scale, max_iter, tol)
+    t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64) * s
+    t, iters = _safeguarded_newton(derivatives, t, (-np.inf, np.inf), -t_max, t_max, scale, max_iter, tol)
+    return np.clip(t / s, -1e300, 1e300), iters
 
 
 _BINS = 256
@@ -188,8 +257,8 @@ def _binned_start(alpha: NDArray, y: NDArray, c: NDArray, max_iter: int) -> NDAr
     A = torch.from_numpy(alpha)  # torch: the binning passes run multi-threaded
     lo = A.amin(dim=0)
     width = (A.amax(dim=0) - lo) / _BINS
-    width[width <= 0] = 1.0
-    idx = ((A - lo) / width).to(torch.int64).clamp_(max=_BINS - 1)
+    width[~torch.isfinite(width) | (width <= 0)] = 1.0
+    idx = torch.nan_to_num((A - lo) / width, nan=0.0, posinf=_BINS - 1.0).clamp_(0, _BINS - 1).to(torch.int64)
     idx += torch.from_numpy(_BINS * y)[:, None]
     idx += (2 * _BINS * torch.arange(m))[None, :]
     flat = idx.view(-1)
@@ -280,28 +349,86 @@ def chernoff_bound(
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
-    a = np.asarray(alpha, dtype=np.float64)
-    if a.ndim == 1:
-        a = a[:, None]
-    a = _checks.finite_matrix(a, "alpha")
+    raw = np.asarray(alpha)
+    if raw.ndim == 1:
+        raw = raw[:, None]
+    a = np.ascontiguousarray(_checks.finite_matrix(raw, "alpha"))
     yv = _checks.labels(y, a.shape[0], k)
-    _checks.count(max_iter, "max_iter")
+    max_iter = _checks.count(max_iter, "max_iter")
+    tol = _checks.positive(tol, "tol")
+    warm_start = _checks.flag(warm_start, "warm_start")
+    m = a.shape[1]
     if k == 2:
         log_a, c = _binary_coefficients(yv, qf)
-        if warm_start and a.shape[0] > 8 * _BINS:
+        if m == 0:
+            t, log_b, iters = np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
+        elif warm_start and a.shape[0] > 8 * _BINS:
             t, log_b, iters = _polish_warm_start(a, yv, c, log_a, max_iter, tol)
         else:
             t, iters = _newton_binary(a, c, max_iter, tol)
             # Final bound in float64 at the returned t (any t is valid; f(0) = 0: "no bound").
             log_b = binary_objective(t, a, yv, qf)
         log_tail = np.minimum(log_b, LOG_HALF)
-        pred = (t >= 0).astype(np.int64)
+        # certified: the side of t is g (f convex, f(0) = 0: f(t) < 0 only on the side of t*)
+        expected = a.T @ np.where(yv == 1, 1.0 - qf, qf)  # E[alpha^T Y]; f'(0) = 1/2 - E
+        pred = np.where(log_tail < LOG_HALF, t >= 0, expected >= 0.5).astype(np.int64)
+        pred = _exact_where_uncertified(pred, log_tail, a, yv, qf, k)
         return ChernoffResult(pred, log_tail, t, iters)
+    if m == 0:
+        return ChernoffResult(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, k - 1)), np.zeros(0, np.int64))
     # Multi-class: one Newton problem per (test point, rival); stream the test points in chunks
     # so that the (3, n, chunk * (K-1)) work arrays stay near 6e6 entries (~50 MB each).
-    chunk = max(1, int(2e6 // (a.shape[0] * (k - 1))))
-    parts = [_multiclass(a[:, s : s + chunk], yv, qf, k, max_iter, tol) for s in range(0, a.shape[1], chunk)]
-    return ChernoffResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("pred", "log_tail", "t", "iterations")))
+    chunk = max(1, int(2e6 // (max(a.shape[0], 1) * (k - 1))))
+    parts = [_multiclass(a[:, s : s + chunk], yv, qf, k, max_iter, tol) for s in range(0, m, chunk)]
+    res = ChernoffResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("pred", "log_tail", "t", "iterations")))
+    pred = _exact_where_uncertified(res.pred, res.log_tail, a, yv, qf, k)
+    return ChernoffResult(pred, res.log_tail, res.t, res.iterations)
+
+
+def _exact_vote(alpha: NDArray, y: NDArray, q: float, k: int) -> int | None:
+    """g = the smoothed prediction (eq. 1 / 17), exactly, for one column of weights with few
+    non-zero entries; None when there are more than :data:`_EXACT_VOTE_OUTCOMES` labellings.
+
+    Only the s coordinates with alpha_i != 0 move the vote, so g is a sum over the K^s noisy
+    labellings of those coordinates, in rational arithmetic (weights and q are floats, hence
+    exact rationals). Base vote: binary 1{alpha^T y >= 1/2}; K > 2 the first class of largest
+    score sum_{i: y_i = c} alpha_i (numpy's argmax). g: binary 1{G_1 >= 1/2}; K > 2 the first
+    class of largest G_c.
+    """
+    support = np.nonzero(alpha)[0]
+    if k ** support.size > _EXACT_VOTE_OUTCOMES:
+        return None
+    qf = Fraction(q)
+    keep, other = 1 - qf, qf / (k - 1)
+    w = [Fraction(float(alpha[i])) for i in support]
+    clean = [int(y[i]) for i in support]
+    G = [Fraction(0)] * k
+    for labels in itertools.product(range(k), repeat=support.size):
+        prob = Fraction(1)
+        for lab, c0 in zip(labels, clean):
+            prob *= keep if lab == c0 else other
+        if k == 2:
+            vote = int(sum((wi for wi, lab in zip(w, labels) if lab == 1), Fraction(0)) >= Fraction(1, 2))
+        else:
+            scores = [sum((wi for wi, lab in zip(w, labels) if lab == c), Fraction(0)) for c in range(k)]
+            vote = scores.index(max(scores))
+        G[vote] += prob
+    if k == 2:
+        return int(G[1] >= Fraction(1, 2))
+    return G.index(max(G))
+
+
+def _exact_where_uncertified(pred: NDArray, log_tail: NDArray, a: NDArray, y: NDArray, q: float, k: int) -> NDArray:
+    """Replace ``pred`` by the exact g (:func:`_exact_vote`) in the uncertified columns whose
+    weights have few non-zero entries; elsewhere leave it."""
+    pred = np.array(pred, dtype=np.int64)
+    limit = int(np.floor(np.log(_EXACT_VOTE_OUTCOMES) / np.log(k) + 1e-9))
+    small = (log_tail >= LOG_HALF) & (np.count_nonzero(a, axis=0) <= limit)
+    for j in np.nonzero(small)[0]:
+        g = _exact_vote(a[:, j], y, q, k)
+        if g is not None:
+            pred[j] = g
+    return pred
 
 
 def chernoff_certify(
@@ -355,11 +482,26 @@ def _pair_terms(a: NDArray, yv: NDArray, c: NDArray, r: NDArray, q: float, k: in
 
 def _pair_log_bound(t: torch.Tensor, terms: tuple[torch.Tensor, ...]) -> NDArray[np.float64]:
     """F(t) of eq. (24), the log of the Chernoff bound on P(alpha^T Y_c <= alpha^T Y_r), in
-    float64 for t >= 0 (one per column): the one place the multi-class bound is computed."""
+    float64 for t >= 0 (one per column), rounded up: the one place the multi-class bound is
+    computed.
+
+    Rounding (u = eps/2): s_j = t |a_j| is off by u s_j, which moves e = e^{-s} by a relative
+    u (1 + s_j); z = p_near + p0 e + p_far e^2 (with p's rounded from q) is then within a
+    relative u (7 + 2 s_j), so log z within u (7 + 2 s_j + |log z_j|) absolute; adding s_j and
+    the pairwise tree sum add u (depth + 1) sum |s_j + log z_j|. Twice the total,
+
+        2 eps [4 n + 1.5 sum s_j + sum |log z_j| + (depth/2 + 1) sum |s_j + log z_j|],
+
+    is added, so the value returned is never below the exact F(t)."""
     abs_a, near, far, p0 = terms
     s = abs_a * t[None, :]
     e = torch.exp(-s)
-    return (s + torch.log(near + p0 * e + far * e * e)).sum(dim=0).numpy()
+    log_z = torch.log(near + p0 * e + far * e * e)
+    term = s + log_z
+    total, depth = _tree_sum(term)
+    err = (1.5 * s.sum(dim=0) + log_z.abs().sum(dim=0)).numpy() + 4.0 * s.shape[0]
+    err = err + (depth / 2.0 + 1.0) * torch.linalg.vector_norm(term, 1, dim=0).numpy()
+    return total + 2.0 * _EPS * err
 
 
 def _pair_newton_step(t: torch.Tensor, terms32: tuple[torch.Tensor, ...]) -> tuple[NDArray, NDArray]:
@@ -394,7 +536,11 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     pr = rivals.reshape(-1)
     A_np = np.ascontiguousarray(a[:, cols])
     terms = _pair_terms(A_np, yv, pc, pr, q, k)
-    abs_a = terms[0].to(torch.float32)
+    # Newton in float32 on |a| / s, s a power of two near each column's max |a|, so that no
+    # weight overflows float32 (or squares to 0); F(t) depends on t |a| only
+    col_max = terms[0].amax(dim=0).numpy() if n else np.zeros(cols.size)
+    s = np.where(col_max > 0, np.ldexp(1.0, np.frexp(np.where(col_max > 0, col_max, 1.0))[1]), 1.0)
+    abs_a = (terms[0] / torch.from_numpy(s)[None, :]).to(torch.float32)
     work = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
     state = {"active": np.arange(cols.size), "work": work}
 
@@ -405,10 +551,16 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
             state["active"] = active
         return _pair_newton_step(torch.from_numpy(t), state["work"])
 
-    scale = 1.0 / np.maximum(np.abs(A_np).max(axis=0), 1e-300)
+    scale = 1.0 / np.maximum(col_max / s, 1e-300)
     zero = np.zeros(cols.size)
     t, iters = _safeguarded_newton(derivatives, zero, (0.0, np.inf), zero, 1e4 * scale, scale, max_iter, tol)
-    # The bound: eq. (24) in float64 at the returned t.
+    # Newton ran in t' = s t on |a| / s (power-of-two s; F depends on t |a| only): back to t
+    t = np.minimum(t / s, 1e300)
+    # The bound: eq. (24) in float64 at the returned t, rounded up.
     log_b = np.minimum(_pair_log_bound(torch.from_numpy(t), terms), 0.0).reshape(m, k - 1)
-    log_tail = np.minimum(logsumexp(log_b, axis=1), LOG_HALF)  # union bound over rivals
+    # union bound over rivals; logsumexp = max + log(sum e^(x - max)) is within (K + 4) eps
+    # (|max| + 1) of the exact value
+    lse = logsumexp(log_b, axis=1)
+    lse = lse + (k + 4) * _EPS * (np.abs(log_b).min(axis=1) + 1.0)
+    log_tail = np.minimum(lse, LOG_HALF)
     return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), iters.reshape(m, k - 1).max(axis=1))

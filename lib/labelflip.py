@@ -30,6 +30,8 @@ from .gaussian import clopper_pearson_lower
 from .least_squares import add_intercept, kernel_weights, ridge_lambda, ridge_lambda_label_free
 from .neyman_pearson import threshold_table
 
+LOG_HALF = float(np.log(0.5))
+
 __all__ = [
     "kl_per_flip",
     "kl_radius",
@@ -58,15 +60,28 @@ def kl_per_flip(q: float, num_classes: int = 2) -> float:
 
 
 def _log_tail_from_p(p: ArrayLike) -> NDArray[np.float64]:
-    pa = _checks.probability_array(p)
+    """log(1 - p), never below the exact value: for float64 p, log1p(-p) (1 - p is exact for
+    p >= 1/2); for wider p (longdouble, Fraction, Decimal, mpmath) the log of 1 - p formed at
+    p's own precision and rounded up (:func:`lib._checks.probability_tail`), so 1 - 1e-19 is
+    certified as such instead of being rounded to p = 1."""
+    arr = np.asarray(p)
+    if arr.dtype.kind in "biu" or (arr.dtype.kind == "f" and arr.dtype.itemsize <= 8):
+        pa = _checks.probability_array(arr)
+        with np.errstate(divide="ignore"):
+            return np.log1p(-pa)
+    tail = _checks.probability_tail(arr)
     with np.errstate(divide="ignore"):
-        return np.log1p(-pa)
+        # log is faithful to about one ulp; the radii keep a relative margin far larger
+        return np.log(tail)
+
+
+_RADIUS_CEILING = 2**62  # radii are int64: a larger certificate is reported as this (still valid)
 
 
 def _kl_from_log_tail(log_tail: NDArray, q: float, k: int, max_radius: int | None) -> NDArray[np.int64]:
     lt = np.asarray(log_tail, dtype=np.float64)
     ok = lt < np.log(0.5)
-    cap = np.inf if max_radius is None else float(max_radius)
+    cap = float(_RADIUS_CEILING) if max_radius is None else float(min(max_radius, _RADIUS_CEILING))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # log(4 p (1-p)) with p = 1 - tail, in log space so tiny tails keep their precision
         log4p1p = np.log(4.0) + np.log1p(-np.exp(lt)) + lt
@@ -80,14 +95,15 @@ def _kl_from_log_tail(log_tail: NDArray, q: float, k: int, max_radius: int | Non
     return np.maximum(r, 0).astype(np.int64)
 
 
-def _check_cap(log_tail: NDArray, max_radius: int | None) -> None:
+def _check_cap(log_tail: NDArray, max_radius: int | None) -> int | None:
+    """``max_radius`` as an int (or None); p = 1 without a cap is an error."""
     if max_radius is None:
         if np.any(np.isneginf(log_tail)):
             raise ValueError(
                 "p = 1 certifies every radius; pass max_radius (e.g. the number of training labels)"
             )
-    else:
-        _checks.count(max_radius, "max_radius", minimum=0)
+        return None
+    return _checks.count(max_radius, "max_radius", minimum=0)
 
 
 def kl_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: int | None = None):
@@ -97,13 +113,15 @@ def kl_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: int |
 
     ``p`` is a lower bound on G(mu, phi) of the predicted class (scalar or array); 0 where
     p <= 1/2. The floor is taken after a relative 1e-9 shrink, so rounding never over-certifies.
-    Returns an int for scalar ``p``, else an int64 array.
+    ``p`` may be wider than float64 (``np.longdouble``, ``Fraction``, ``Decimal``, mpmath): 1 - p
+    is then formed at its precision and rounded up. Without ``max_radius``, radii beyond 2^62
+    are reported as 2^62. Returns an int for scalar ``p``, else an int64 array.
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
     lt = _log_tail_from_p(p)
-    _check_cap(lt, max_radius)
-    out = _kl_from_log_tail(lt, qf, k, max_radius)
+    cap = _check_cap(lt, max_radius)
+    out = _kl_from_log_tail(lt, qf, k, cap)
     return int(out) if out.ndim == 0 else out
 
 
@@ -113,14 +131,15 @@ def tight_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: in
     The largest r such that every set with mu-probability >= p has rho-probability > 1/2 for
     every training labelling that differs in r places (flipped labels go uniformly to the other
     K-1 classes). 0 where p <= 1/2. Thresholds are precomputed per (q, K) and cached, so an
-    array of p is certified by one vectorised search (see :mod:`lib.neyman_pearson`).
+    array of p is certified by one vectorised search (see :mod:`lib.neyman_pearson`). ``p``
+    may be wider than float64; 1 - p is then formed at its precision and rounded up.
     Returns an int for scalar ``p``, else an int64 array.
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
     lt = _log_tail_from_p(p)
-    _check_cap(lt, max_radius)
-    out = radius_from_log_tail(lt, qf, k, bound="tight", max_radius=max_radius)
+    cap = _check_cap(lt, max_radius)
+    out = radius_from_log_tail(lt, qf, k, bound="tight", max_radius=cap)
     return int(out) if out.ndim == 0 else out
 
 
@@ -161,19 +180,27 @@ def radius_from_log_tail(
 
     The Chernoff bounds of :mod:`lib.chernoff` are often far below 1e-16, where ``p`` itself
     rounds to 1.0; the radii are then computed from the log tail (``-inf`` means p = 1).
+    Tight radii come from a table of at most :data:`lib.neyman_pearson.MAX_TABLE` flips
+    (``MAX_TABLE_BINARY`` for K = 2): beyond it a radius is reported as the table size, with a
+    ``RuntimeWarning``, if ``max_radius`` is larger, and is an error if ``max_radius`` is None.
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
-    lt = np.asarray(log_tail, dtype=np.float64)
+    raw = np.asarray(log_tail)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"log_tail must hold real numbers; got dtype {raw.dtype}")
+    lt = raw.astype(np.float64)
+    if raw.dtype.kind == "f" and raw.dtype.itemsize > 8:  # round a wider log tail up, never down
+        lt = np.where(lt < raw, np.nextafter(lt, np.inf), lt)
     if np.any(np.isnan(lt)) or np.any(lt > 0):
         raise ValueError("log_tail must be <= 0 (the log of a probability) and not NaN")
-    _check_cap(lt, max_radius)
+    cap = _check_cap(lt, max_radius)
     if bound == "kl":
-        return _kl_from_log_tail(lt, qf, k, max_radius)
+        return _kl_from_log_tail(lt, qf, k, cap)
     if bound != "tight":
         raise ValueError(f"bound must be 'tight' or 'kl'; got {bound!r}")
     table = threshold_table(qf, k)
-    return table.radii(np.atleast_1d(lt), max_radius).reshape(lt.shape)
+    return table.radii(np.atleast_1d(lt), cap).reshape(lt.shape)
 
 
 def flip_labels(y: NDArray[np.int64], q: float, num_classes: int, rng: np.random.Generator, size: int):
@@ -200,22 +227,39 @@ class Certificate:
 
     @property
     def p_lower(self) -> NDArray[np.float64]:
-        """Lower bound on the vote share of ``pred`` where > 1/2; exactly 1/2 means uncertified."""
-        return -np.expm1(self.log_tail)
+        """Lower bound on the vote share of ``pred`` where > 1/2; exactly 1/2 means uncertified.
 
-    def certified_accuracy(self, y_true: ArrayLike, radii: ArrayLike) -> NDArray[np.float64]:
+        ``1 - exp(log_tail)`` rounded down (one float64 step below ``-expm1``), so it never
+        exceeds the exact value; ``log_tail`` keeps the full range (tails below 1e-16).
+        """
+        return _p_from_log_tail(self.log_tail)
+
+    def certified_accuracy(self, y_true: ArrayLike, radii: ArrayLike) -> NDArray[np.float64] | float:
         """Fraction of test points correctly classified AND certified at each r in ``radii``.
 
         At r = 0 this is the plain accuracy of ``pred`` (as in the paper's figures), including
-        predictions whose vote share could not be bounded above 1/2.
+        predictions whose vote share could not be bounded above 1/2. A scalar ``radii`` gives a
+        float, an array one fraction per radius.
         """
         yt = np.asarray(y_true)
-        correct = self.pred == yt
+        if yt.shape != self.pred.shape:
+            raise ValueError(f"y_true must have shape {self.pred.shape} (one label per test point); got {yt.shape}")
         rr = np.asarray(radii)
-        return np.mean(correct[None, :] & (self.radius[None, :] >= rr[:, None]), axis=1)
+        if rr.dtype.kind not in "biuf" or np.any(np.isnan(rr)):
+            raise ValueError(f"radii must be numbers of flips; got {radii!r}")
+        correct = self.pred == yt
+        out = np.mean(correct[None, :] & (self.radius[None, :] >= rr.reshape(-1)[:, None]), axis=1)
+        return float(out[0]) if rr.ndim == 0 else out.reshape(rr.shape)
 
 
-def _resolve_lambda(lam, X: NDArray, y: NDArray, q: float) -> float:
+def _p_from_log_tail(log_tail: NDArray) -> NDArray[np.float64]:
+    """max(1 - exp(log_tail), 1/2), rounded down where above 1/2 (expm1 is faithful to < 1 ulp)."""
+    lt = np.asarray(log_tail, dtype=np.float64)
+    p = -np.expm1(lt)
+    return np.where(lt < LOG_HALF, np.maximum(np.nextafter(p, 0.0), 0.5), 0.5)
+
+
+def _resolve_lambda(lam, X: NDArray, y: NDArray, q: float, k: int = 2) -> float:
     if isinstance(lam, str):
         if lam == "auto":
             return ridge_lambda_label_free(X, q)
@@ -225,12 +269,28 @@ def _resolve_lambda(lam, X: NDArray, y: NDArray, q: float) -> float:
                 "does not hold as stated (see lib.least_squares.ridge_lambda)",
                 stacklevel=3,
             )
-            return ridge_lambda(X, y, q)
+            return ridge_lambda(X, y, q, num_classes=k)
         raise ValueError(f"lam must be 'auto', 'paper' or a number >= 0; got {lam!r}")
-    lf = float(lam)
+    try:
+        lf = _checks.real(lam, "lam")
+    except ValueError:
+        raise ValueError(f"lam must be 'auto', 'paper' or a finite number >= 0; got {lam!r}") from None
     if not np.isfinite(lf) or lf < 0:
         raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
     return lf
+
+
+def _training_data(X_train: ArrayLike, y_train: ArrayLike, X_test: ArrayLike, k: int):
+    """Validated (X_train, X_test, y_train): real finite matrices, at least one training point,
+    as many features in both, labels in {0..K-1}."""
+    Xtr = _checks.finite_matrix(X_train, "X_train")
+    Xte = _checks.finite_matrix(X_test, "X_test")
+    if Xtr.shape[0] == 0:
+        raise ValueError("X_train must hold at least one training point; got 0 rows")
+    if Xte.shape[1] != Xtr.shape[1]:
+        raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
+    y = _checks.labels(y_train, Xtr.shape[0], k, "y_train")
+    return Xtr, Xte, y
 
 
 def certify(
@@ -255,16 +315,17 @@ def certify(
     ``fit_intercept`` appends a constant feature (labels are {0, 1} and the threshold 1/2, so
     features without a constant cannot express the offset); it reads no label.
     Test points are processed in batches of ``batch_size`` so memory stays O(n * batch_size).
+    ``pred`` is the smoothed prediction g wherever the radius is positive; where nothing is
+    certified it is the class that :func:`lib.chernoff.chernoff_bound` reports (g itself when
+    alpha has few non-zero weights, else the class of largest expected score).
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
-    Xtr = _checks.finite_matrix(X_train, "X_train")
-    Xte = _checks.finite_matrix(X_test, "X_test")
-    y = _checks.labels(y_train, Xtr.shape[0], k, "y_train")
-    _checks.count(batch_size, "batch_size")
-    if fit_intercept:
+    Xtr, Xte, y = _training_data(X_train, y_train, X_test, k)
+    batch_size = _checks.count(batch_size, "batch_size")
+    if _checks.flag(fit_intercept, "fit_intercept"):
         Xtr, Xte = add_intercept(Xtr), add_intercept(Xte)
-    lam_v = _resolve_lambda(lam, Xtr, y, qf)
+    lam_v = _resolve_lambda(lam, Xtr, y, qf, k)
     preds, tails = [], []
     for start in range(0, Xte.shape[0], batch_size):
         alpha = kernel_weights(Xtr, Xte[start : start + batch_size], lam_v)
@@ -303,15 +364,14 @@ def certify_monte_carlo(
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
-    _checks.count(n0, "n0")
-    _checks.count(n, "n")
+    n0 = _checks.count(n0, "n0")
+    n = _checks.count(n, "n")
+    batch_size = _checks.count(batch_size, "batch_size")
     lv = _checks.level(alpha, "alpha")
-    Xtr = _checks.finite_matrix(X_train, "X_train")
-    Xte = _checks.finite_matrix(X_test, "X_test")
-    y = _checks.labels(y_train, Xtr.shape[0], k, "y_train")
-    if fit_intercept:
+    Xtr, Xte, y = _training_data(X_train, y_train, X_test, k)
+    if _checks.flag(fit_intercept, "fit_intercept"):
         Xtr, Xte = add_intercept(Xtr), add_intercept(Xte)
-    lam_v = _resolve_lambda(lam, Xtr, y, qf)
+    lam_v = _resolve_lambda(lam, Xtr, y, qf, k)
     A = kernel_weights(Xtr, Xte, lam_v)  # (n_train, m)
     rng = np.random.default_rng(seed)
 
@@ -331,7 +391,8 @@ def certify_monte_carlo(
     c_hat = np.argmax(votes(n0), axis=1)
     counts = votes(n)
     n_a = counts[np.arange(c_hat.size), c_hat]
-    p_low = clopper_pearson_lower(n_a, n, lv)
+    # beta.ppf is accurate to a few ulps in either direction: lower it by a relative 1e-12
+    p_low = np.asarray(clopper_pearson_lower(n_a, n, lv), dtype=np.float64) * (1.0 - 1e-12)
     certified = p_low > 0.5
     with np.errstate(divide="ignore"):
         log_tail = np.where(certified, np.log1p(-p_low), np.log(0.5))

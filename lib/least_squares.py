@@ -35,7 +35,7 @@ __all__ = [
 
 def add_intercept(X: ArrayLike) -> NDArray[np.float64]:
     """Append a column of ones (the intercept is then one more, regularised, feature)."""
-    Xa = np.asarray(X, dtype=np.float64)
+    Xa = _checks.finite_matrix(X, "X")
     return np.hstack([Xa, np.ones((Xa.shape[0], 1))])
 
 
@@ -64,7 +64,7 @@ def kernel_weights(X_train: ArrayLike, X_test: ArrayLike, lam: float) -> NDArray
         raise ValueError(
             f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}"
         )
-    lam_f = float(lam)
+    lam_f = _checks.real(lam, "lam")
     if not np.isfinite(lam_f) or lam_f < 0:
         raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
     factor = _gram_factor(Xtr, lam_f)
@@ -85,9 +85,17 @@ def condition_number(X: ArrayLike) -> float:
     """kappa(X^T X) = sigma_max / sigma_min of X^T X, i.e. the squared condition number of X.
 
     Raises ValueError when X is numerically rank deficient (kappa infinite or beyond 1/eps):
-    the lambda rules below would then return an infinite or meaningless lambda.
+    the lambda rules below would then return an infinite or meaningless lambda. That includes
+    k > n: X^T X is k x k of rank at most n < k, although X itself has only n singular values.
     """
-    s = np.linalg.svd(np.asarray(X, dtype=np.float64), compute_uv=False)
+    Xa = _checks.finite_matrix(X, "X")
+    n, k = Xa.shape
+    if n == 0 or k == 0 or k > n:
+        raise ValueError(
+            f"X is rank deficient (k = {k} features > n = {n} points, or empty): kappa(X^T X) is "
+            "infinite and the lambda rule undefined; remove the dependent columns or pass lam"
+        )
+    s = np.linalg.svd(Xa, compute_uv=False)
     if s[-1] <= s[0] * np.finfo(np.float64).eps * max(np.shape(X)):
         raise ValueError(
             "X is rank deficient (e.g. a repeated or constant column, or k > n): kappa(X^T X) is "
@@ -96,23 +104,21 @@ def condition_number(X: ArrayLike) -> float:
     return float((s[0] / s[-1]) ** 2)
 
 
-def ridge_lambda(X: ArrayLike, y: ArrayLike, q: float) -> float:
+def ridge_lambda(X: ArrayLike, y: ArrayLike, q: float, *, num_classes: int = 2) -> float:
     r"""The paper's rule, lam = (1+q) sigma_hat^2 k / (2n) * kappa(X^T X) (Sec. 4.1, Alg. 1).
 
     sigma_hat^2 = ||y - X beta_OLS||^2 / (n - k) (Dicker, 2014). WARNING: sigma_hat^2 reads the
     training labels, which the adversary controls; alpha then depends on the poisoned labels,
     and the label-flip certificate (which assumes one fixed function of the noisy labels) is
     not sound as stated. Kept to reproduce the paper; certify with
-    :func:`ridge_lambda_label_free`.
+    :func:`ridge_lambda_label_free`. ``y`` must hold labels in {0, ..., num_classes - 1}.
     """
     Xa = _checks.finite_matrix(X, "X")
     n, k = Xa.shape
     if n <= k:
         raise ValueError(f"ridge_lambda needs n > k (got n={n}, k={k}) for sigma_hat^2")
-    yv = np.asarray(y, dtype=np.float64)
-    if yv.shape != (n,):
-        raise ValueError(f"y must have shape ({n},); got {yv.shape}")
-    qf = float(q)
+    yv = _checks.labels(y, n, _checks.num_classes(num_classes)).astype(np.float64)
+    qf = _checks.real(q, "q")
     if not (0.0 <= qf < 1.0):
         raise ValueError(f"q must lie in [0, 1); got {q!r}")
     beta, *_ = lstsq(Xa, yv)
@@ -130,8 +136,9 @@ def ridge_lambda_label_free(X: ArrayLike, q: float, sigma2: float = 0.25) -> flo
     """
     Xa = _checks.finite_matrix(X, "X")
     n, k = Xa.shape
-    qf = float(q)
+    qf = _checks.real(q, "q")
     if not (0.0 <= qf < 1.0):
         raise ValueError(f"q must lie in [0, 1); got {q!r}")
-    _checks.positive(sigma2, "sigma2")
-    return (1.0 + qf) * float(sigma2) * k / (2.0 * n) * condition_number(Xa)
+    s2 = _checks.positive(sigma2, "sigma2")
+    kappa = condition_number(Xa)  # raises for an empty or rank-deficient X (n = 0 included)
+    return (1.0 + qf) * s2 * k / (2.0 * n) * kappa

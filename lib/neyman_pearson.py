@@ -43,6 +43,7 @@ than one flip (log c* moves by 0.3 to 5 per flip). A convolution table costs O(R
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
 from numpy.typing import NDArray
@@ -117,36 +118,50 @@ class ThresholdTable:
                 self._step()
 
     def radii(self, log_tail: NDArray[np.float64], max_radius: int | None) -> NDArray[np.int64]:
-        """Largest r with log_tail < log c*(r') for all r' <= r (vectorised), capped at max_radius."""
+        """Largest r with log_tail < log c*(r') for all r' <= r (vectorised), capped at max_radius.
+
+        The table grows by doubling, but never past ``min(max_radius, limit)`` (``limit`` is
+        :data:`MAX_TABLE`, or :data:`MAX_TABLE_BINARY` for K = 2), so the answer does not depend
+        on what an earlier call cached. Where a tail certifies every radius up to ``limit`` and
+        ``max_radius`` is larger, the radius returned is ``limit`` (a valid, smaller
+        certificate) and a ``RuntimeWarning`` says so; with no ``max_radius`` that is an error.
+        """
         lt = np.asarray(log_tail, dtype=np.float64)
-        cap = np.inf if max_radius is None else max_radius
+        cap = np.inf if max_radius is None else int(max_radius)
+        limit = MAX_TABLE_BINARY if (self.k == 2 and self.closed_form) else MAX_TABLE
         finite = lt[np.isfinite(lt)]
         need = float(finite.min()) if finite.size else None
-        # grow until the smallest tail no longer certifies the last radius (or the cap is hit)
-        target = max(self._r, 16)
+        # grow until the smallest tail no longer certifies the last radius, or the cap is hit
+        target = min(max(self._r, 16), cap, limit)
         while True:
-            if target > cap:
-                target = int(cap)
-            limit = MAX_TABLE_BINARY if (self.k == 2 and self.closed_form) else MAX_TABLE
-            if target > limit:
+            self.extend_to(int(target))
+            thr = self.log_thresholds()
+            if need is None or thr.size == 0 or thr[-1] <= need or self._r >= min(cap, limit):
+                break
+            target = min(2 * self._r, cap, limit)
+        thr = thr[:limit]  # a table grown further (by required_tail) must not change the answer
+        if need is not None and thr.size == limit and thr[-1] > need and limit < cap:
+            # the smallest tail certifies every radius the table may hold
+            if max_radius is None:
                 raise ValueError(
                     f"certifying these vote shares needs thresholds beyond {limit} flips "
                     "(q close to (K-1)/K or a tail near 0); pass max_radius, the number of labels"
                 )
-            self.extend_to(target)
-            thr = self.log_thresholds()
-            if need is None or thr.size == 0 or thr[-1] <= need or self._r >= cap:
-                break
-            target = 2 * self._r
+            warnings.warn(
+                f"some radii exceed the {limit}-flip threshold table; they are reported as {limit} "
+                f"(certified, but fewer than the max_radius = {max_radius} they may reach)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         # thr is non-increasing: count r with lt < thr[r-1]
         out = np.searchsorted(-thr, -lt, side="left").astype(np.int64)
         if max_radius is not None:
-            out = np.minimum(out, max_radius)
-            out[np.isneginf(lt)] = max_radius
+            out = np.minimum(out, int(max_radius))
+            out[np.isneginf(lt)] = int(max_radius)
         return out
 
 
-_WINDOW = 512  # terms of the mu tail summed beyond the crossing (the rest only lowers c*)
+_WINDOW = 512  # terms of the mu tail summed per window beyond the crossing (the rest only lowers c*)
 
 
 def binary_log_cstar(q: float, r: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -156,8 +171,10 @@ def binary_log_cstar(q: float, r: NDArray[np.int64]) -> NDArray[np.float64]:
     rho and Bin(r, q) under mu (D = 2M - r). The crossing m* = max{m : P_rho(M >= m) >= 1/2}
     lies next to the median of Bin(r, 1-q), so it is found among a few candidates with the
     incomplete-beta tail (scipy's binom.sf); the mu-tail above it is a log-sum of binomial
-    log-pmfs (gammaln) over the next 512 levels, whose terms fall geometrically (ratio about
-    (q/(1-q))^2), and dropping the rest can only lower c*. Same safety margins as the table.
+    log-pmfs (gammaln) over the next levels, in windows of 512 until the terms are below e^-80
+    of the sum (they fall geometrically, ratio about (q/(1-q))^2, for q well below 1/2, and
+    like a Gaussian tail near q = 1/2); dropping the rest can only lower c*. Same safety
+    margins as the table.
     """
     r = np.asarray(r, dtype=np.int64)
     rf = r.astype(np.float64)
@@ -174,12 +191,32 @@ def binary_log_cstar(q: float, r: NDArray[np.int64]) -> NDArray[np.float64]:
     s = binom.sf(cand - 1, r[:, None], 1 - q)  # P_rho(M >= m)
     m_star = np.max(np.where(s >= 0.5, cand, -1), axis=1)
     above = binom.sf(m_star, r, 1 - q)  # P_rho(M >= m* + 1)
-    # mu-mass of M >= m* + 1, in log space, over a window of levels
-    off = np.arange(1, _WINDOW + 1)[None, :]
-    m_win = m_star[:, None] + off
-    valid = m_win <= r[:, None]
-    lp = np.where(valid, logpmf(np.minimum(m_win, r[:, None]), lq, l1q), -np.inf)
-    log_mu_above = logsumexp(lp, axis=1)
+    # mu-mass of M >= m* + 1, in log space, over windows of levels: the first 512 for every r,
+    # more for the rows whose terms still matter (q near 1/2: the terms then fall slowly, like a
+    # Gaussian of width sqrt(r q (1-q)), not geometrically)
+    def window(rows: NDArray, start: NDArray) -> tuple[NDArray, NDArray]:
+        m_win = start[:, None] + np.arange(_WINDOW)[None, :]
+        valid = m_win <= r[rows, None]
+        mf = np.minimum(m_win, r[rows, None]).astype(np.float64)
+        nn = rf[rows, None]
+        lp = gammaln(nn + 1) - gammaln(mf + 1) - gammaln(nn - mf + 1) + mf * lq + (nn - mf) * l1q
+        lp = np.where(valid, lp, -np.inf)
+        return logsumexp(lp, axis=1), lp[:, -1]
+
+    rows = np.arange(r.size)
+    log_mu_above, last = window(rows, m_star + 1)
+    start = m_star + 1 + _WINDOW
+    # beyond the mode of Bin(r, q) (m* + 1 > r q) the terms decrease: stop once the last one is
+    # below e^-80 of the sum (the rest then changes log c* by far less than its safety margin)
+    more = (last > log_mu_above - 80.0) & (start <= r)
+    while np.any(more):
+        rows = np.nonzero(more)[0]
+        part, last_r = window(rows, start[rows])
+        log_mu_above[rows] = np.logaddexp(log_mu_above[rows], part)
+        start[rows] += _WINDOW
+        last = np.full(r.size, -np.inf)
+        last[rows] = last_r
+        more = (last > log_mu_above - 80.0) & (start <= r)
     rho_star = np.exp(logpmf(m_star, l1q, lq))
     frac = np.clip((0.5 - above) / rho_star, 0.0, 1.0) - _FRAC_SAFETY
     with np.errstate(divide="ignore"):
