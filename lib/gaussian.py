@@ -35,7 +35,7 @@ def clopper_pearson_lower(k: ArrayLike, n: ArrayLike, alpha: float) -> NDArray[n
     lv = _checks.level(alpha)
     ka = np.asarray(k)
     na = np.asarray(n)
-    if np.any(na < 1) or np.any(ka < 0) or np.any(ka > na) or np.any(ka != np.floor(ka)):
+    if np.any(na < 1) or np.any(ka < 0) or np.any(ka > na) or np.any(ka != np.floor(ka)) or np.any(na != np.floor(na)):
         raise ValueError("clopper_pearson_lower needs integer counts 0 <= k <= n and n >= 1")
     kf = ka.astype(np.float64)
     nf = na.astype(np.float64)
@@ -96,10 +96,10 @@ class Smooth:
         ``x``: one input without batch dimension. ``n0`` samples select the class, ``n`` fresh
         samples estimate p_A.
         """
-        _checks.count(n0, "n0")
-        _checks.count(n, "n")
+        n0 = _checks.count(n0, "n0")
+        n = _checks.count(n, "n")
         lv = _checks.level(alpha)
-        _checks.count(batch_size, "batch_size")
+        batch_size = _checks.count(batch_size, "batch_size")
         counts0 = self.sample_counts(x, n0, batch_size, generator)
         c_a = int(np.argmax(counts0))
         counts = self.sample_counts(x, n, batch_size, generator)
@@ -119,9 +119,9 @@ class Smooth:
         """PREDICT: returns g(x) or ABSTAIN; the probability of returning a class other than g(x)
         is at most alpha (two-sided binomial test of the top two counts, ``scipy.stats.binomtest``).
         """
-        _checks.count(n, "n")
+        n = _checks.count(n, "n")
         lv = _checks.level(alpha)
-        _checks.count(batch_size, "batch_size")
+        batch_size = _checks.count(batch_size, "batch_size")
         counts = self.sample_counts(x, n, batch_size, generator)
         top2 = np.argsort(counts)[::-1][:2]
         n_a, n_b = int(counts[top2[0]]), int(counts[top2[1]])
@@ -153,5 +153,7 @@ class Smooth:
                 raise ValueError(
                     f"base_classifier must return (batch, {self.num_classes}) scores; got {tuple(scores.shape)}"
                 )
+            if torch.isnan(scores).any():  # argmax would read NaN as the largest score
+                raise ValueError("base_classifier returned NaN scores: the vote is undefined")
             counts += torch.bincount(scores.argmax(dim=1), minlength=self.num_classes)
         return counts.cpu().numpy()
