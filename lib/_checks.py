@@ -92,8 +92,9 @@ def _wide_or_exact(p: ArrayLike, name: str):
     return "exact", fr
 
 
-def probability_array(p: ArrayLike, name: str = "p") -> NDArray[np.float64]:
-    """``p`` as a float64 array with every entry in [0, 1] (NaN rejected), rounded toward 0.
+def probability_array(p: ArrayLike, name: str = "p", *, up: bool = False) -> NDArray[np.float64]:
+    """``p`` as a float64 array with every entry in [0, 1] (NaN rejected), rounded toward 0
+    (toward 1 with ``up=True``).
 
     float64 (and narrower) input is returned unchanged; wider input (``np.longdouble``,
     ``Fraction``, ``Decimal``, ``mpmath.mpf``) is rounded down, never up to 1.
@@ -103,8 +104,12 @@ def probability_array(p: ArrayLike, name: str = "p") -> NDArray[np.float64]:
         return arr
     if kind == "wide":
         out = arr.astype(np.float64)
+        if up:
+            return np.where(out < arr, np.nextafter(out, np.inf), out)
         return np.where(out > arr, np.nextafter(out, -np.inf), out)
-    return np.vectorize(_round_down, otypes=[np.float64])(arr) if arr.size else np.zeros(arr.shape)
+    if not arr.size:
+        return np.zeros(arr.shape)
+    return np.vectorize(_round_up if up else _round_down, otypes=[np.float64])(arr)
 
 
 def probability_tail(p: ArrayLike, name: str = "p") -> NDArray[np.float64]:

@@ -25,7 +25,7 @@ from scipy.stats import norm
 from tqdm import tqdm
 
 from . import _checks
-from .labelflip import kl_radius, tight_radius
+from .labelflip import radius_from_log_tail
 
 __all__ = [
     "gaussian_guarantee",
@@ -58,21 +58,41 @@ def kl_guarantee_in_gaussian_units(p: ArrayLike) -> NDArray[np.float64]:
     return np.sqrt(2.0 * kl_guarantee(p))
 
 
+def _log_min_tail(p: ArrayLike) -> NDArray[np.float64]:
+    """log(1 - max(p, 1-p)) = log(min(p, 1-p)), never below the exact value.
+
+    float64 p: log1p(-p) above 1/2 (1 - p exact) and log(p) below (p itself is the tail: forming
+    1 - p there would round 1 - 1e-20 up to 1). Wider p: both tails rounded up from p's own
+    precision (:func:`lib._checks.probability_tail`)."""
+    arr = np.asarray(p)
+    with np.errstate(divide="ignore"):
+        if arr.dtype.kind in "biu" or (arr.dtype.kind == "f" and arr.dtype.itemsize <= 8):
+            pa = _checks.probability_array(arr)
+            return np.where(pa >= 0.5, np.log1p(-np.minimum(pa, 1.0)), np.log(pa))
+        tail = np.minimum(_checks.probability_tail(arr), _checks.probability_array(arr, up=True))
+        return np.log(tail)
+
+
 def discrete_radius(p: ArrayLike, keep_prob: float, num_values: int):
     """F_{alpha,K,d}(max(p, 1-p)) of eq. (4): coordinates that may change (Lee et al.).
 
     Each of the coordinates keeps its value with probability ``keep_prob`` (alpha) and otherwise
     takes one of the other ``num_values - 1`` values uniformly. This is the label-flip setting
-    with q = 1 - alpha and K = num_values, so the count is :func:`lib.labelflip.tight_radius`.
+    with q = 1 - alpha and K = num_values, so the count is :func:`lib.labelflip.tight_radius`,
+    computed from the tail min(p, 1-p) so that no rounding of 1 - p can over-certify.
     """
-    pa = _checks.probability_array(p)
-    return tight_radius(np.maximum(pa, 1.0 - pa), 1.0 - float(keep_prob), num_values)
+    k = _checks.num_classes(num_values, "num_values")
+    q = 1.0 - _checks.real(keep_prob, "keep_prob")
+    out = radius_from_log_tail(_log_min_tail(p), q, k, bound="tight")
+    return int(out) if out.ndim == 0 else out
 
 
 def discrete_kl_radius(p: ArrayLike, keep_prob: float, num_values: int):
     """The same discrete smoothing certified through the generic KL guarantee (eq. 5 and 25)."""
-    pa = _checks.probability_array(p)
-    return kl_radius(np.maximum(pa, 1.0 - pa), 1.0 - float(keep_prob), num_values)
+    k = _checks.num_classes(num_values, "num_values")
+    q = 1.0 - _checks.real(keep_prob, "keep_prob")
+    out = radius_from_log_tail(_log_min_tail(p), q, k, bound="kl")
+    return int(out) if out.ndim == 0 else out
 
 
 @torch.no_grad()
@@ -93,7 +113,8 @@ def vote_shares(
     """
     k = _checks.num_classes(num_classes)
     s = _checks.positive(sigma, "sigma")
-    _checks.count(num_samples, "num_samples")
+    num_samples = _checks.count(num_samples, "num_samples")
+    batch_points = _checks.count(batch_points, "batch_points")
     x = torch.as_tensor(_checks.finite_matrix(points, "points"))
     gen = torch.Generator().manual_seed(int(seed))
     out = np.zeros((x.shape[0], k))
@@ -101,7 +122,10 @@ def vote_shares(
     for start in tqdm(starts, desc="vote shares", leave=False, **({} if progress else {"disable": True})):
         xb = x[start : start + batch_points]
         noise = torch.randn((num_samples, *xb.shape), generator=gen, dtype=xb.dtype)
-        labels = base_classifier((xb[None] + s * noise).reshape(-1, xb.shape[1])).argmax(dim=1)
+        scores = base_classifier((xb[None] + s * noise).reshape(-1, xb.shape[1]))
+        if torch.isnan(scores).any():  # argmax would read NaN as the largest score
+            raise ValueError("base_classifier returned NaN scores: the vote is undefined")
+        labels = scores.argmax(dim=1)
         labels = labels.reshape(num_samples, xb.shape[0])
         onehot = torch.nn.functional.one_hot(labels, k).sum(dim=0)
         out[start : start + xb.shape[0]] = onehot.numpy() / num_samples
