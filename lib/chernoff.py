@@ -217,7 +217,9 @@ def _newton_binary(
     extreme = (col_max > 0) & ((col_max > 2.0**40) | (col_max < 2.0**-40))
     s = np.ones(m)
     if np.any(extreme):
-        s[extreme] = np.ldexp(1.0, np.frexp(col_max[extreme])[1])  # alpha' max in [1/2, 1)
+        # alpha' max in [1/2, 1); s >= 2^-1000 keeps 1/(2s) finite (subnormal weights never
+        # reach the threshold 1/2 anyway)
+        s[extreme] = np.maximum(np.ldexp(1.0, np.frexp(col_max[extreme])[1]), 2.0**-1000)
         alpha = alpha / s[None, :]
         col_max = col_max / s
     half = 0.5 / s  # f'(t') = 1/(2s) - ...
@@ -239,7 +241,8 @@ def _newton_binary(
     t_max = np.minimum(1e4 * scale, 1e30)  # further changes the bound negligibly; float32-safe
     t = np.zeros(m) if t0 is None else np.array(t0, dtype=np.float64) * s
     t, iters = _safeguarded_newton(derivatives, t, (-np.inf, np.inf), -t_max, t_max, scale, max_iter, tol)
-    return np.clip(t / s, -1e300, 1e300), iters
+    with np.errstate(over="ignore"):
+        return np.clip(t / s, -1e300, 1e300), iters
 
 
 _BINS = 256
@@ -540,6 +543,7 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     # weight overflows float32 (or squares to 0); F(t) depends on t |a| only
     col_max = terms[0].amax(dim=0).numpy() if n else np.zeros(cols.size)
     s = np.where(col_max > 0, np.ldexp(1.0, np.frexp(np.where(col_max > 0, col_max, 1.0))[1]), 1.0)
+    s = np.maximum(s, 2.0**-1000)
     abs_a = (terms[0] / torch.from_numpy(s)[None, :]).to(torch.float32)
     work = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
     state = {"active": np.arange(cols.size), "work": work}
@@ -555,7 +559,8 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     zero = np.zeros(cols.size)
     t, iters = _safeguarded_newton(derivatives, zero, (0.0, np.inf), zero, 1e4 * scale, scale, max_iter, tol)
     # Newton ran in t' = s t on |a| / s (power-of-two s; F depends on t |a| only): back to t
-    t = np.minimum(t / s, 1e300)
+    with np.errstate(over="ignore"):
+        t = np.minimum(t / s, 1e300)
     # The bound: eq. (24) in float64 at the returned t, rounded up.
     log_b = np.minimum(_pair_log_bound(torch.from_numpy(t), terms), 0.0).reshape(m, k - 1)
     # union bound over rivals; logsumexp = max + log(sum e^(x - max)) is within (K + 4) eps
