@@ -49,13 +49,14 @@ system-packages:  ## install what pip cannot (Chromium for the rendered-book tes
 
 # ---------------------------------------------------------------- the book
 
-book: chapters html  ## build the whole book: set up, run every chapter (PROFILE=full by default), render
+book: chapters html  ## build the whole book: set up, run the chapters that changed (PROFILE=full by default; FORCE=1: all), render
 	@echo "The book is at _build/html/index.html (profile $(PROFILE))."
 
-chapters: $(STAMP)  ## run every chapter with papermill under PROFILE
-	$(BIN)/python scripts/run_chapter.py all --profile $(PROFILE)
+chapters: $(STAMP)  ## run with papermill under PROFILE every chapter whose inputs changed (FORCE=1: every chapter)
+	$(BIN)/python scripts/run_chapter.py all --profile $(PROFILE) $(if $(filter-out 0,$(FORCE)),--force)
 
 html: $(STAMP) $(MATHJAX)  ## render the executed chapters (book/chapters/*.ipynb) to _build/html
+	$(BIN)/python scripts/build_info.py
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
 
 chapter: $(STAMP)  ## rerun one chapter: make chapter NB=01 [PROFILE=ci] [PARAMS="-p name value"]
