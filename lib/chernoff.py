@@ -95,17 +95,18 @@ def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> 
 def _tree_sum(x: torch.Tensor) -> tuple[NDArray, int]:
     """Column sums of an (n, m) tensor by pairwise halving, and the most roundings any entry
     went through (``depth``): the computed sum is within depth * u * sum |x_i| of the exact one
-    (u = eps/2), whatever order a library reduction would have used."""
+    (u = eps/2), whatever order a library reduction would have used. Overwrites ``x`` (the
+    halves are added in place)."""
     depth = 0
     while x.shape[0] > 1:
         h = x.shape[0] // 2
-        top = x[:h] + x[h : 2 * h]
         if x.shape[0] % 2:
-            top[0] += x[2 * h]  # the odd row: one more rounding for that entry
+            x[0] += x[2 * h]  # the odd row: one more rounding for that entry
             depth += 1
-        x = top
+        x[:h] += x[h : 2 * h]
+        x = x[:h]
         depth += 1
-    return x[0].numpy() if x.shape[0] else np.zeros(x.shape[1]), depth
+    return x[0].numpy().copy() if x.shape[0] else np.zeros(x.shape[1]), depth
 
 
 def _float64_bound(A: torch.Tensor, c: NDArray, log_a: NDArray, t: NDArray) -> tuple[NDArray, torch.Tensor]:
@@ -127,8 +128,8 @@ def _float64_bound(A: torch.Tensor, c: NDArray, log_a: NDArray, t: NDArray) -> t
     n = A.shape[0]
     u = torch.addcmul(torch.from_numpy(c[:, None]), A, torch.from_numpy(t), value=-1.0)
     sp = torch.logaddexp(torch.zeros((), dtype=torch.float64), u)
-    terms, depth = _tree_sum(sp)
-    abs_u = torch.linalg.vector_norm(u, 1, dim=0).numpy()
+    terms, depth = _tree_sum(sp)  # overwrites sp
+    abs_u = u.abs().sum(dim=0).numpy()
     vals, counts = np.unique(log_a, return_counts=True)  # two values: n1 log q + n0 log(1-q)
     sum_log_a = float(np.dot(counts.astype(np.float64), vals))
     max_c = float(np.max(np.abs(c), initial=0.0))
@@ -176,7 +177,7 @@ def _safeguarded_newton(
         g, h = derivatives(active, ta)
         lo[active] = np.where(g < 0, np.maximum(lo[active], ta), lo[active])
         hi[active] = np.where(g > 0, np.minimum(hi[active], ta), hi[active])
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf: a step outside the bracket
             new = ta - np.where(h > 0, g / h, np.inf * np.sign(g))
         la, ha, sc = lo[active], hi[active], scale[active]
         inside = np.isfinite(new) & (new > la) & (new < ha)
@@ -288,7 +289,7 @@ def _exact_f_and_newton_step(t: NDArray, alpha: NDArray, c: NDArray, log_a: NDAr
     g = 0.5 - tmp.sum(dim=0).numpy()
     tmp.mul_(A).mul_(sig.neg_().add_(1.0))  # alpha^2 sigma (1 - sigma)
     h = tmp.sum(dim=0).numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         step = np.where(h > 0, g / h, np.where(g == 0, 0.0, np.inf))
     return f, step
 
@@ -426,8 +427,11 @@ def _exact_where_uncertified(pred: NDArray, log_tail: NDArray, a: NDArray, y: ND
     weights have few non-zero entries; elsewhere leave it."""
     pred = np.array(pred, dtype=np.int64)
     limit = int(np.floor(np.log(_EXACT_VOTE_OUTCOMES) / np.log(k) + 1e-9))
-    small = (log_tail >= LOG_HALF) & (np.count_nonzero(a, axis=0) <= limit)
-    for j in np.nonzero(small)[0]:
+    uncertified = np.nonzero(log_tail >= LOG_HALF)[0]
+    if uncertified.size == 0:
+        return pred
+    small = uncertified[np.count_nonzero(a[:, uncertified], axis=0) <= limit]
+    for j in small:
         g = _exact_vote(a[:, j], y, q, k)
         if g is not None:
             pred[j] = g
@@ -501,9 +505,10 @@ def _pair_log_bound(t: torch.Tensor, terms: tuple[torch.Tensor, ...]) -> NDArray
     e = torch.exp(-s)
     log_z = torch.log(near + p0 * e + far * e * e)
     term = s + log_z
-    total, depth = _tree_sum(term)
     err = (1.5 * s.sum(dim=0) + log_z.abs().sum(dim=0)).numpy() + 4.0 * s.shape[0]
-    err = err + (depth / 2.0 + 1.0) * torch.linalg.vector_norm(term, 1, dim=0).numpy()
+    abs_term = term.abs().sum(dim=0).numpy()
+    total, depth = _tree_sum(term)  # overwrites term
+    err = err + (depth / 2.0 + 1.0) * abs_term
     return total + 2.0 * _EPS * err
 
 
@@ -543,7 +548,6 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     # weight overflows float32 (or squares to 0); F(t) depends on t |a| only
     col_max = terms[0].amax(dim=0).numpy() if n else np.zeros(cols.size)
     s = np.where(col_max > 0, np.ldexp(1.0, np.frexp(np.where(col_max > 0, col_max, 1.0))[1]), 1.0)
-    s = np.maximum(s, 2.0**-1000)
     abs_a = (terms[0] / torch.from_numpy(s)[None, :]).to(torch.float32)
     work = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
     state = {"active": np.arange(cols.size), "work": work}
@@ -560,7 +564,7 @@ def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: f
     t, iters = _safeguarded_newton(derivatives, zero, (0.0, np.inf), zero, 1e4 * scale, scale, max_iter, tol)
     # Newton ran in t' = s t on |a| / s (power-of-two s; F depends on t |a| only): back to t
     with np.errstate(over="ignore"):
-        t = np.minimum(t / s, 1e300)
+        t = np.minimum(t / s, 1e308)  # finite: t |a| is then at most about 1e4
     # The bound: eq. (24) in float64 at the returned t, rounded up.
     log_b = np.minimum(_pair_log_bound(torch.from_numpy(t), terms), 0.0).reshape(m, k - 1)
     # union bound over rivals; logsumexp = max + log(sum e^(x - max)) is within (K + 4) eps
