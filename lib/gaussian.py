@@ -18,10 +18,11 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.stats import beta as beta_dist
 from scipy.stats import binomtest, norm
+from tqdm import tqdm
 
 from . import _checks
 
-__all__ = ["ABSTAIN", "clopper_pearson_lower", "gaussian_radius", "Smooth"]
+__all__ = ["ABSTAIN", "NoiseBank", "clopper_pearson_lower", "gaussian_radius", "Smooth"]
 
 ABSTAIN = -1
 
@@ -61,6 +62,28 @@ def _model_device(model: Callable) -> torch.device:
     return torch.device("cpu")
 
 
+_PROJECTED_API = ("pre_activation", "noise_matrix", "scores_from_pre_activation")
+
+
+class NoiseBank:
+    """``num`` noise draws made once and reused for many inputs (see :meth:`Smooth.noise_bank`).
+
+    For a projected base classifier (``lib.projected``) it holds the first layer's noise
+    sigma V xi, shape (num, h); otherwise the input noise sigma eps, shape (num, *input_shape).
+    For every single input, counts over a bank have exactly the law of counts over fresh draws;
+    two inputs counted over the same bank are dependent, so each input's guarantee holds on its
+    own (marginally), not jointly.
+    """
+
+    def __init__(self, values: torch.Tensor, projected: bool, sigma: float):
+        self.values = values
+        self.projected = projected
+        self.sigma = sigma
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 class Smooth:
     """The Gaussian-smoothed classifier g of a base classifier f.
 
@@ -71,14 +94,21 @@ class Smooth:
     num_classes: number of classes K >= 2.
     sigma: noise level, > 0.
     seed: seed of the ``torch.Generator`` used when no generator is passed to a call.
+    use_projection: when the base classifier is a projected network (it has ``pre_activation``,
+        ``noise_matrix`` and ``scores_from_pre_activation``, as :class:`lib.projected.ProjectedMLP`),
+        draw the noise in its k projected dimensions and push it through the first layer
+        (exact: same law of the counts, see :mod:`lib.projected`). ``False`` forces the direct
+        path, noise in input space through ``base_classifier``.
     """
 
-    def __init__(self, base_classifier: Callable, num_classes: int, sigma: float, seed: int = 0):
+    def __init__(self, base_classifier: Callable, num_classes: int, sigma: float, seed: int = 0,
+                 use_projection: bool = True):
         self.base_classifier = base_classifier
         self.num_classes = _checks.num_classes(num_classes)
         self.sigma = _checks.positive(sigma, "sigma")
         self.device = _model_device(base_classifier)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.projected = bool(use_projection) and all(hasattr(base_classifier, a) for a in _PROJECTED_API)
 
     def certify(
         self,
@@ -88,25 +118,51 @@ class Smooth:
         alpha: float,
         batch_size: int,
         generator: torch.Generator | None = None,
+        banks: tuple[NoiseBank, NoiseBank] | None = None,
     ) -> tuple[int, float]:
         """CERTIFY: with probability >= 1 - alpha, the returned class is g(x) and g is constant on
         the l2 ball of the returned radius around x. Returns ``(ABSTAIN, 0.0)`` when the
         Clopper-Pearson bound on p_A is not above 1/2.
 
         ``x``: one input without batch dimension. ``n0`` samples select the class, ``n`` fresh
-        samples estimate p_A.
+        samples estimate p_A. ``banks``: two independent :class:`NoiseBank` of sizes n0 and n
+        to use instead of fresh draws (the guarantee for this x is unchanged).
         """
         n0 = _checks.count(n0, "n0")
         n = _checks.count(n, "n")
         lv = _checks.level(alpha)
         batch_size = _checks.count(batch_size, "batch_size")
-        counts0 = self.sample_counts(x, n0, batch_size, generator)
+        bank0, bank = (None, None) if banks is None else banks
+        counts0 = self.sample_counts(x, n0, batch_size, generator, bank=bank0)
         c_a = int(np.argmax(counts0))
-        counts = self.sample_counts(x, n, batch_size, generator)
+        counts = self.sample_counts(x, n, batch_size, generator, bank=bank)
         p_a = clopper_pearson_lower(int(counts[c_a]), n, lv)
         if p_a <= 0.5:
             return ABSTAIN, 0.0
         return c_a, float(self.sigma * norm.ppf(p_a))
+
+    def certify_many(
+        self,
+        xs: torch.Tensor,
+        n0: int,
+        n: int,
+        alpha: float,
+        batch_size: int,
+        shared_noise: bool = True,
+        progress: bool = True,
+        desc: str = "CERTIFY",
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """CERTIFY for every input of ``xs`` (first axis). With ``shared_noise`` two noise banks
+        (n0 and n draws, independent of each other) are drawn once and reused for every input:
+        each input's answer has exactly the law of CERTIFY with fresh draws, so each holds with
+        probability >= 1 - alpha on its own, but the answers for different inputs are dependent
+        (as in the certifier of Voracek & Hein, 2023). Returns (classes, radii)."""
+        banks = (self.noise_bank(n0), self.noise_bank(n)) if shared_noise else None
+        classes = np.empty(len(xs), dtype=np.int64)
+        radii = np.empty(len(xs), dtype=np.float64)
+        for i in tqdm(range(len(xs)), desc=desc, leave=False, **({} if progress else {"disable": True})):
+            classes[i], radii[i] = self.certify(xs[i], n0, n, alpha, batch_size, banks=banks)
+        return classes, radii
 
     def predict(
         self,
@@ -115,6 +171,7 @@ class Smooth:
         alpha: float,
         batch_size: int,
         generator: torch.Generator | None = None,
+        bank: NoiseBank | None = None,
     ) -> int:
         """PREDICT: returns g(x) or ABSTAIN; the probability of returning a class other than g(x)
         is at most alpha (two-sided binomial test of the top two counts, ``scipy.stats.binomtest``).
@@ -122,7 +179,7 @@ class Smooth:
         n = _checks.count(n, "n")
         lv = _checks.level(alpha)
         batch_size = _checks.count(batch_size, "batch_size")
-        counts = self.sample_counts(x, n, batch_size, generator)
+        counts = self.sample_counts(x, n, batch_size, generator, bank=bank)
         top2 = np.argsort(counts)[::-1][:2]
         n_a, n_b = int(counts[top2[0]]), int(counts[top2[1]])
         if n_a + n_b == 0 or binomtest(n_a, n_a + n_b, p=0.5).pvalue > lv:
@@ -130,25 +187,70 @@ class Smooth:
         return int(top2[0])
 
     @torch.no_grad()
+    def noise_bank(self, num: int, input_shape: tuple[int, ...] | None = None,
+                   generator: torch.Generator | None = None) -> NoiseBank:
+        """``num`` noise draws for reuse across inputs. For a projected base classifier: the
+        first layer's noise sigma V xi, xi ~ N(0, I_k), shape (num, h), drawn in chunks;
+        otherwise sigma eps with eps ~ N(0, I) of ``input_shape`` (required then)."""
+        num = _checks.count(num, "num")
+        gen = self.generator if generator is None else generator
+        if self.projected:
+            v = self.base_classifier.noise_matrix().detach()
+            out = torch.empty(num, v.shape[0], device=self.device, dtype=v.dtype)
+            for s in range(0, num, 16384):
+                xi = torch.randn(min(16384, num - s), v.shape[1], generator=gen, device=self.device, dtype=v.dtype)
+                torch.mm(xi, v.T, out=out[s : s + len(xi)])
+            return NoiseBank(out.mul_(self.sigma), True, self.sigma)
+        if input_shape is None:
+            raise ValueError("input_shape is needed for a noise bank of a base classifier that is not projected")
+        eps = torch.randn((num, *input_shape), generator=gen, device=self.device)
+        return NoiseBank(eps.mul_(self.sigma), False, self.sigma)
+
+    @torch.no_grad()
     def sample_counts(
-        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None
+        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None,
+        bank: NoiseBank | None = None,
     ) -> NDArray[np.int64]:
         """Class counts of f(x + eps) over ``num`` draws of eps ~ N(0, sigma^2 I), ``batch_size``
-        at a time (never all ``num`` noisy copies at once). Shape (num_classes,)."""
+        at a time (never all ``num`` noisy copies at once). Shape (num_classes,).
+
+        For a projected base classifier the draws are made in its k dimensions and pushed
+        through its first layer (same law, :mod:`lib.projected`); with ``bank`` the draws are
+        the bank's (``num`` must equal its size)."""
+        num = _checks.count(num, "num")
+        batch_size = _checks.count(batch_size, "batch_size")
         gen = self.generator if generator is None else generator
         x = torch.as_tensor(x).to(self.device)
         if not torch.is_floating_point(x):
             x = x.to(torch.get_default_dtype())
         if not torch.all(torch.isfinite(x)):
             raise ValueError("x contains NaN or inf")
+        if bank is not None:
+            if len(bank) != num or bank.projected != self.projected or bank.sigma != self.sigma:
+                raise ValueError(f"bank must hold {num} draws made by this Smooth (same sigma and path)")
+            if not self.projected and bank.values.shape[1:] != x.shape:
+                raise ValueError(f"bank draws have shape {tuple(bank.values.shape[1:])}; x has {tuple(x.shape)}")
+        a0 = self.base_classifier.pre_activation(x) if self.projected else None
+        if a0 is not None:
+            v = self.base_classifier.noise_matrix()
         counts = torch.zeros(self.num_classes, dtype=torch.long, device=self.device)
-        remaining = num
-        while remaining > 0:
-            b = min(batch_size, remaining)
-            remaining -= b
-            batch = x.unsqueeze(0).expand(b, *x.shape)
-            noise = torch.randn(batch.shape, generator=gen, device=self.device, dtype=batch.dtype)
-            scores = self.base_classifier(batch + noise * self.sigma)
+        buffer = None
+        for start in range(0, num, batch_size):
+            b = min(batch_size, num - start)
+            if a0 is not None:
+                # first-layer pre-activations a0 + sigma V xi, in a reused buffer
+                if buffer is None or len(buffer) != b:
+                    buffer = torch.empty(b, len(a0), device=self.device, dtype=a0.dtype)
+                if bank is not None:
+                    torch.add(bank.values[start : start + b], a0, out=buffer)
+                else:
+                    xi = torch.randn(b, v.shape[1], generator=gen, device=self.device, dtype=v.dtype)
+                    torch.addmm(a0, xi, v.T, beta=1.0, alpha=self.sigma, out=buffer)
+                scores = self.base_classifier.scores_from_pre_activation(buffer)
+            else:
+                noise = bank.values[start : start + b] if bank is not None else torch.randn(
+                    (b, *x.shape), generator=gen, device=self.device, dtype=x.dtype).mul_(self.sigma)
+                scores = self.base_classifier(noise + x)
             if scores.ndim != 2 or scores.shape[1] != self.num_classes:
                 raise ValueError(
                     f"base_classifier must return (batch, {self.num_classes}) scores; got {tuple(scores.shape)}"
