@@ -326,15 +326,18 @@ def chernoff_bound(
 
     With probability one (no sampling), for each test point j the smoothed least-squares
     classifier g (eq. 1 / eq. 17) predicts ``pred[j]`` whenever ``log_tail[j] < log(1/2)``, and
-    G(mu, phi, pred[j]) >= 1 - exp(log_tail[j]).
+    G(mu, phi, pred[j]) >= 1 - exp(log_tail[j]). Where nothing is certified, ``pred[j]`` is g
+    computed exactly when alpha[:, j] has few non-zero weights, else the side of the expected
+    vote, which may differ from g (see :class:`ChernoffResult`).
 
     Binary (K = 2, labels {0, 1}, threshold 1/2 as in the paper): minimise eq. (7) over t by
-    safeguarded Newton; ``pred = 1{t* >= 0}`` and B = exp(f(t*)) (eq. 13; for t* < 0 it is the
-    mirrored bound on P(alpha^T Y >= 1/2)).
+    safeguarded Newton; B = exp(f(t)) at the returned t (eq. 13; for t < 0 it is the mirrored
+    bound on P(alpha^T Y >= 1/2)). f is convex with f(0) = 0 and f'(0) = 1/2 - E[alpha^T Y], so
+    f(t) < log(1/2) only on the side of t*: where the bound certifies, ``pred = 1{t >= 0}`` = g.
 
     Multi-class (K > 2, labels {0..K-1}, each flipped label uniform over the other K-1 classes):
-    ``pred`` is the class with the largest expected score E[alpha^T Y_c] (the multi-class
-    analogue of the sign of t*: for K = 2 the two coincide). For each rival c' the bound (24)
+    the bound is computed for the class with the largest expected score E[alpha^T Y_c] (the
+    multi-class analogue of the sign of t*: for K = 2 the two coincide). For each rival c' the bound (24)
     on P(alpha^T Y_pred <= alpha^T Y_c') is minimised over t >= 0, and the bounds are combined
     by the UNION bound, B = sum_c' B_c'. The event "pred does not win the vote" is the union of
     the events "c' scores at least as much as pred", so this B bounds it. Taking only the worst
@@ -443,7 +446,7 @@ def chernoff_certify(
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """``(pred, p_lower)`` of :func:`chernoff_bound`; ``p_lower = max(1 - B, 1/2)``.
 
-    ``p_lower`` is rounded to float64 and may be exactly 1.0 when B < 1e-16; use
+    ``p_lower`` is rounded down to float64, so it stops at 1 - 2^-53 when B < 1e-16; use
     :func:`chernoff_bound` and its ``log_tail`` to keep the full range (the certification
     pipeline does).
     """
