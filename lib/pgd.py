@@ -91,7 +91,8 @@ def soundness_violations(
     return (c != ABSTAIN) & (e < r) & (a != ABSTAIN) & (a != c)
 
 
-def predict_many(smooth: Smooth, xs: torch.Tensor, n: int, alpha: float, batch_size: int,
-                 bank: NoiseBank | None = None) -> NDArray[np.int64]:
+def predict_many(
+    smooth: Smooth, xs: torch.Tensor, n: int, alpha: float, batch_size: int, bank: NoiseBank | None = None
+) -> NDArray[np.int64]:
     """PREDICT at every input of ``xs`` (first axis), over ``bank`` when given."""
     return np.array([smooth.predict(x, n, alpha, batch_size, bank=bank) for x in xs], dtype=np.int64)

@@ -61,7 +61,9 @@ class ProjectedMLP(torch.nn.Module):
         basis = torch.as_tensor(basis, dtype=torch.float32)
         mean = torch.as_tensor(mean, dtype=torch.float32)
         if basis.ndim != 2 or mean.shape != (basis.shape[1],):
-            raise ValueError(f"basis must be (k, d) and mean (d,); got {tuple(basis.shape)}, {tuple(mean.shape)}")
+            raise ValueError(
+                f"basis must be (k, d) and mean (d,); got {tuple(basis.shape)}, {tuple(mean.shape)}"
+            )
         gram = basis.double() @ basis.double().T
         if not torch.allclose(gram, torch.eye(len(basis), dtype=torch.float64), atol=1e-4):
             raise ValueError("basis must have orthonormal rows (Q Q^T = I)")
@@ -156,7 +158,9 @@ def train_projected(
     steps = epochs * math.ceil(len(z) / batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     model.train()
-    bar = tqdm(total=steps, desc=f"train sigma={sigma}", leave=False, **({} if progress else {"disable": True}))
+    bar = tqdm(
+        total=steps, desc=f"train sigma={sigma}", leave=False, **({} if progress else {"disable": True})
+    )
     for _ in range(epochs):
         perm = torch.randperm(len(z), generator=gen)
         for start in range(0, len(z), batch_size):

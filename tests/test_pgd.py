@@ -28,8 +28,8 @@ def test_pgd_flips_exactly_beyond_the_boundary_distance(sigma):
     torch.manual_seed(0)
     w = torch.randn(16)
     model = TwoClassLinear(w.tolist(), 0.0)
-    x = 0.4 + 0.2 * torch.rand(64, 16)                    # away from the box edges
-    x = x - ((x @ w) / w.dot(w)).view(-1, 1) * w * 0.5     # moves every point toward the boundary
+    x = 0.4 + 0.2 * torch.rand(64, 16)  # away from the box edges
+    x = x - ((x @ w) / w.dot(w)).view(-1, 1) * w * 0.5  # moves every point toward the boundary
     y = (x @ w > 0).long()
     dist = ((x @ w).abs() / w.norm()).numpy()
     for eps in (0.05, 0.2, 0.5):

@@ -62,7 +62,9 @@ def test_each_noisy_copy_scores_the_same_on_both_paths():
     x = torch.rand(D)
     eps = torch.randn(50, D) * 0.7
     direct = model(x + eps)
-    fast = model.scores_from_pre_activation(model.pre_activation(x) + (eps @ basis.T) @ model.noise_matrix().T)
+    fast = model.scores_from_pre_activation(
+        model.pre_activation(x) + (eps @ basis.T) @ model.noise_matrix().T
+    )
     torch.testing.assert_close(direct, fast, rtol=1e-4, atol=1e-4)
 
 
@@ -139,11 +141,17 @@ def test_bank_of_the_wrong_size_or_smooth_is_rejected():
 
 def test_training_is_seeded_and_learns_a_separable_problem():
     rng = np.random.default_rng(0)
-    x = (rng.normal(size=(400, D)) * np.r_[5.0, np.ones(D - 1)]).astype(np.float32)  # class in a top direction
+    x = (rng.normal(size=(400, D)) * np.r_[5.0, np.ones(D - 1)]).astype(
+        np.float32
+    )  # class in a top direction
     y = (x[:, 0] > 0).astype(np.int64)
     mean, basis = pca_basis(x, K)
-    a = train_projected(x, y, 0.1, mean, basis, hidden=16, num_classes=2, epochs=20, batch_size=64, progress=False)
-    b = train_projected(x, y, 0.1, mean, basis, hidden=16, num_classes=2, epochs=20, batch_size=64, progress=False)
+    a = train_projected(
+        x, y, 0.1, mean, basis, hidden=16, num_classes=2, epochs=20, batch_size=64, progress=False
+    )
+    b = train_projected(
+        x, y, 0.1, mean, basis, hidden=16, num_classes=2, epochs=20, batch_size=64, progress=False
+    )
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
     with torch.no_grad():
