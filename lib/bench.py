@@ -92,19 +92,13 @@ def bench_certify_mnist(device: str, n: int = 100_000, cnn_n: int = 10_000, batc
     cnn = SmallCNN(10).to(device).eval()
     x = torch.rand(784, device=device)
     cases = [
-        (
-            "small CNN, noise on the image",
-            Smooth(lambda b: cnn(b.reshape(-1, 1, 28, 28)), 10, 0.5),
-            cnn_n,
-            False,
-        ),
+        ("small CNN, noise on the image", Smooth(cnn, 10, 0.5), cnn_n, False),  # it reshapes to 28 x 28
         ("projected MLP, noise on the image", Smooth(mlp, 10, 0.5, use_projection=False), cnn_n, False),
         ("projected MLP, noise in k dimensions", Smooth(mlp, 10, 0.5), n, False),
         ("projected MLP, noise bank", Smooth(mlp, 10, 0.5), n, True),
     ]
     rows = []
     for name, smooth, num, use_bank in cases:
-        smooth.device = torch.device(device)
         banks = (smooth.noise_bank(100), smooth.noise_bank(num)) if use_bank else None
         smooth.certify(
             x,
