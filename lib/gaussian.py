@@ -155,9 +155,10 @@ class Smooth:
         """CERTIFY for every input of ``xs`` (first axis). With ``shared_noise`` two noise banks
         (n0 and n draws, independent of each other) are drawn once and reused for every input:
         each input's answer has exactly the law of CERTIFY with fresh draws, so each holds with
-        probability >= 1 - alpha on its own, but the answers for different inputs are dependent
-        (as in the certifier of Voracek & Hein, 2023). Returns (classes, radii)."""
-        banks = (self.noise_bank(n0), self.noise_bank(n)) if shared_noise else None
+        probability >= 1 - alpha on its own, but the answers for different inputs are dependent.
+        Returns (classes, radii)."""
+        shape = tuple(xs.shape[1:])
+        banks = (self.noise_bank(n0, shape), self.noise_bank(n, shape)) if shared_noise else None
         classes = np.empty(len(xs), dtype=np.int64)
         radii = np.empty(len(xs), dtype=np.float64)
         for i in tqdm(range(len(xs)), desc=desc, leave=False, **({} if progress else {"disable": True})):

@@ -159,3 +159,15 @@ def test_training_is_seeded_and_learns_a_separable_problem():
     assert acc > 0.8
     with pytest.raises(ValueError, match="sigma"):
         train_projected(x, y, -1.0, mean, basis)
+
+
+def test_certify_many_shares_noise_for_a_classifier_that_is_not_projected():
+    """The input-space bank path: same answers as single calls over the same banks."""
+    model = _linear_in_disguise([0.6, -0.3, 0.2, 0.5, 0.1], 0.4)
+    xs = torch.rand(3, D)
+    smooth = Smooth(model, 2, sigma=0.3, seed=2, use_projection=False)
+    classes, radii = smooth.certify_many(xs, 50, 1000, 0.001, 250, progress=False)
+    again = Smooth(model, 2, sigma=0.3, seed=2, use_projection=False)
+    banks = (again.noise_bank(50, (D,)), again.noise_bank(1000, (D,)))
+    for i in range(3):
+        assert (classes[i], radii[i]) == again.certify(xs[i], 50, 1000, 0.001, 250, banks=banks)
