@@ -25,7 +25,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import expit, logsumexp
 
-from . import _checks
+from . import _checks, fused
 
 __all__ = ["ChernoffResult", "chernoff_bound", "chernoff_certify", "binary_objective"]
 
@@ -350,9 +350,10 @@ def chernoff_bound(
     y: (n,) training labels in {0, ..., K-1}.
     q: flip probability in (0, (K-1)/K).
     max_iter, tol: Newton's budget and relative step tolerance (early stops cost tightness only).
-    warm_start: for K = 2 and n > 8 * 256, start from the optimum of a binned problem
-        (:func:`_binned_start`, polished by :func:`_polish_warm_start`); False starts every test
-        point's Newton at t = 0.
+    warm_start: for n > 8 * 256, start from the optimum of a binned problem (K = 2:
+        :func:`_binned_start`, polished by :func:`_polish_warm_start`; K > 2:
+        :func:`_multiclass_binned_start`); False starts every Newton at t = 0. Either way the
+        bound is the float64 bound at the returned t.
     """
     k = _checks.num_classes(num_classes)
     qf = _checks.flip_probability(q, k)
@@ -384,9 +385,11 @@ def chernoff_bound(
     if m == 0:
         return ChernoffResult(np.zeros(0, np.int64), np.zeros(0), np.zeros((0, k - 1)), np.zeros(0, np.int64))
     # Multi-class: one Newton problem per (test point, rival); stream the test points in chunks
-    # so that the (3, n, chunk * (K-1)) work arrays stay near 6e6 entries (~50 MB each).
-    chunk = max(1, int(2e6 // (max(a.shape[0], 1) * (k - 1))))
-    parts = [_multiclass(a[:, s : s + chunk], yv, qf, k, max_iter, tol) for s in range(0, m, chunk)]
+    # so that the work arrays stay near 2e7 entries (warm start) or 4e6 (without it).
+    warm = warm_start and a.shape[0] > 8 * _BINS
+    # (n, chunk) histograms for the warm start; (n, chunk * (K-1)) work arrays without it
+    chunk = max(1, int((2e7 if warm else 4e6 / (k - 1)) // max(a.shape[0], 1)))
+    parts = [_multiclass(a[:, s : s + chunk], yv, qf, k, max_iter, tol, warm) for s in range(0, m, chunk)]
     res = ChernoffResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("pred", "log_tail", "t", "iterations")))
     pred = _exact_where_uncertified(res.pred, res.log_tail, a, yv, qf, k)
     return ChernoffResult(pred, res.log_tail, res.t, res.iterations)
@@ -490,10 +493,13 @@ def _pair_terms(a: NDArray, yv: NDArray, c: NDArray, r: NDArray, q: float, k: in
     return A.abs(), torch.where(pos, p_minus, p_plus), torch.where(pos, p_plus, p_minus), p_zero
 
 
-def _pair_log_bound(t: torch.Tensor, terms: tuple[torch.Tensor, ...]) -> NDArray[np.float64]:
+def _pair_log_bound(
+    t: torch.Tensor, terms: tuple[torch.Tensor, ...], *, with_step: bool = False
+) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.float64]]:
     """F(t) of eq. (24), the log of the Chernoff bound on P(alpha^T Y_c <= alpha^T Y_r), in
     float64 for t >= 0 (one per column), rounded up: the one place the multi-class bound is
-    computed.
+    computed. With ``with_step`` also the Newton step F'(t) / F''(t) from the same pass (in
+    float64; it only decides whether t is already optimal, see :func:`_pair_newton_step`).
 
     Rounding (u = eps/2): s_j = t |a_j| is off by u s_j, which moves e = e^{-s} by a relative
     u (1 + s_j); z = p_near + p0 e + p_far e^2 (with p's rounded from q) is then within a
@@ -506,73 +512,193 @@ def _pair_log_bound(t: torch.Tensor, terms: tuple[torch.Tensor, ...]) -> NDArray
     abs_a, near, far, p0 = terms
     s = abs_a * t[None, :]
     e = torch.exp(-s)
-    log_z = torch.log(near + p0 * e + far * e * e)
+    z = near + p0 * e + far * e * e
+    if with_step:
+        fe2 = far * e * e
+        g = (abs_a * (near - fe2) / z).sum(dim=0).numpy()
+        h = (abs_a * abs_a * (p0 * e * (near + fe2) + 4.0 * near * fe2) / (z * z)).sum(dim=0).numpy()
+        del fe2
+    del e
+    log_z = torch.log(z)
+    del z
     term = s + log_z
     err = (1.5 * s.sum(dim=0) + log_z.abs().sum(dim=0)).numpy() + 4.0 * s.shape[0]
+    del s, log_z
     abs_term = term.abs().sum(dim=0).numpy()
     total, depth = _tree_sum(term)  # overwrites term
     err = err + (depth / 2.0 + 1.0) * abs_term
-    return total + 2.0 * _EPS * err
+    bound = total + 2.0 * _EPS * err
+    if not with_step:
+        return bound
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step = np.where(h > 0, g / h, np.where(g == 0, 0.0, np.inf))
+    return bound, step
 
 
 def _pair_newton_step(t: torch.Tensor, terms32: tuple[torch.Tensor, ...]) -> tuple[NDArray, NDArray]:
-    """F'(t) and F''(t) of eq. (24) from float32 terms (|a|, a^2, p_near, p_far, p0), summed in
-    float64. With e = e^{-t|a|} and z = p_near + p0 e + p_far e^2:
-    F' = sum |a| (p_near - p_far e^2) / z and
-    F'' = sum a^2 (p0 e (p_near + p_far e^2) + 4 p_near p_far e^2) / z^2,
+    """F'(t) and F''(t) of eq. (24) from float32 terms (|a|, w|a|, w a^2, p_near, p_far, p0),
+    summed in float64; w are term multiplicities (1, or the bin counts of
+    :func:`_multiclass_binned_start`). With e = e^{-t|a|} and z = p_near + p0 e + p_far e^2:
+    F' = sum w |a| (p_near - p_far e^2) / z and
+    F'' = sum w a^2 (p0 e (p_near + p_far e^2) + 4 p_near p_far e^2) / z^2,
     a form of F'' with no cancellation (every term is positive). Only Newton's path uses this;
     the bound is :func:`_pair_log_bound`, in float64."""
-    abs_a, a2, near, far, p0 = terms32
+    abs_a, wa, wa2, near, far, p0 = terms32
     e = torch.exp(abs_a * -t.to(torch.float32)[None, :])
     pe = p0 * e
     fe2 = e.mul_(e).mul_(far)  # p_far e^2, in e's buffer
     z = near + pe + fe2
-    g = (near - fe2).mul_(abs_a).div_(z).sum(dim=0, dtype=torch.float64)
+    g = (near - fe2).mul_(wa).div_(z).sum(dim=0, dtype=torch.float64)
     num = pe.mul_(near + fe2).add_(fe2 * near, alpha=4.0)
-    h = num.mul_(a2).div_(z.mul_(z)).sum(dim=0, dtype=torch.float64)
+    h = num.mul_(wa2).div_(z.mul_(z)).sum(dim=0, dtype=torch.float64)
     return g.numpy(), h.numpy()
 
 
-def _multiclass(a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: float) -> ChernoffResult:
+def _pair_newton(
+    work: tuple[torch.Tensor, ...], t0: NDArray, scale: NDArray, max_iter: int, tol: float
+) -> tuple[NDArray, NDArray]:
+    """Safeguarded Newton on t' >= 0 for the pair problems whose float32 terms are ``work`` (as in
+    :func:`_pair_newton_step`, one column per problem, weights already divided by the column's
+    scale), from ``t0``; finished columns are dropped from the work arrays as Newton goes."""
+    state = {"active": np.arange(t0.size), "work": work}
+
+    def derivatives(active: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
+        if active.size < state["active"].size:  # drop the finished pairs' columns
+            keep = torch.from_numpy(np.searchsorted(state["active"], active))
+            state["work"] = tuple(w[:, keep] if w.shape[1] > 1 else w for w in state["work"])
+            state["active"] = active
+        return _pair_newton_step(torch.from_numpy(t), state["work"])
+
+    zero = np.zeros(t0.size)
+    return _safeguarded_newton(derivatives, t0, (0.0, np.inf), zero, 1e4 * scale, scale, max_iter, tol)
+
+
+# Per-category probabilities of the pair problem (c = the predicted class, r = the rival) for a
+# weight a_j >= 0 or < 0: (p_near, p_far, p0) of :func:`_pair_terms`. The five categories: y_j = c
+# with a_j >= 0 / < 0, y_j = r with a_j >= 0 / < 0, and y_j any other class (either sign).
+def _category_probs(q: float, k: int) -> tuple[NDArray, NDArray, NDArray]:
+    off = q / (k - 1)
+    keep = 1.0 - q
+    pz = q * (k - 2) / (k - 1)
+    near = np.array([off, keep, keep, off, off])  # (p-, p+) where a >= 0, (p+, p-) where a < 0
+    far = np.array([keep, off, off, keep, off])
+    p0 = np.array([pz, pz, pz, pz, 1.0 - 2.0 * off])
+    return near, far, p0
+
+
+def _multiclass_binned_start(
+    a: NDArray, yv: NDArray, pred: NDArray, rivals: NDArray, q: float, k: int, max_iter: int
+) -> NDArray:
+    """A close starting point t >= 0 for every (test point, rival) pair: minimise eq. (24) with
+    each test point's |alpha_j| grouped into ``_BINS`` equal-width bins per category (class of
+    y_j and sign of alpha_j), each bin represented by its count and mean |alpha|.
+
+    One pass over the (n, m) weights builds the histograms, shared by the K-1 rivals of a test
+    point (the categories y_j = c, y_j = r and "other" of a pair are sums of per-class bins);
+    Newton then runs on 5 * _BINS terms per pair instead of n. The exact Newton steps that follow
+    (:func:`_multiclass`) start from here, so this changes how fast the optimum is found, not
+    the bound: that is always the float64 bound at the returned t.
+    """
+    n, m = a.shape
+    A = torch.from_numpy(a)
+    absA = A.abs()
+    col_max = absA.amax(dim=0)
+    width = col_max / _BINS
+    width[~torch.isfinite(width) | (width <= 0)] = 1.0
+    idx = torch.nan_to_num(absA / width, nan=0.0, posinf=_BINS - 1.0).clamp_(0, _BINS - 1).to(torch.int64)
+    cat = 2 * torch.from_numpy(yv)[:, None] + (A < 0).to(torch.int64)  # (n, m) in 0 .. 2K-1
+    idx += cat * _BINS
+    idx += (2 * k * _BINS * torch.arange(m))[None, :]
+    flat = idx.view(-1)
+    size = 2 * k * _BINS * m
+    counts = torch.bincount(flat, minlength=size).reshape(m, 2 * k, _BINS).to(torch.float64)
+    sums = torch.bincount(flat, weights=absA.reshape(-1), minlength=size).reshape(m, 2 * k, _BINS)
+    del idx, flat, cat, absA
+    # per pair (j, r): the five categories' bins, (5, _BINS, P) -> (5 * _BINS, P)
+    cols = torch.from_numpy(np.repeat(np.arange(m), k - 1))
+    pc = torch.from_numpy(pred[np.repeat(np.arange(m), k - 1)])
+    pr = torch.from_numpy(rivals.reshape(-1))
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        c_pos, c_neg = t[cols, 2 * pc], t[cols, 2 * pc + 1]
+        r_pos, r_neg = t[cols, 2 * pr], t[cols, 2 * pr + 1]
+        other = t[cols].sum(dim=1) - c_pos - c_neg - r_pos - r_neg
+        return torch.stack([c_pos, c_neg, r_pos, r_neg, other]).permute(0, 2, 1).reshape(5 * _BINS, -1)
+
+    w = pick(counts).clamp_(min=0.0)  # the subtraction is exact for counts; sums may round
+    mean = (pick(sums) / w.clamp(min=1.0)).clamp_(min=0.0)
+    cm = col_max.numpy()[cols.numpy()]
+    s = np.where(cm > 0, np.ldexp(1.0, np.frexp(np.where(cm > 0, cm, 1.0))[1]), 1.0)
+    mean_s = (mean / torch.from_numpy(s)[None, :]).to(torch.float32)
+    w32 = w.to(torch.float32)
+    near, far, p0 = (torch.from_numpy(np.repeat(x, _BINS)[:, None]).to(torch.float32) for x in _category_probs(q, k))
+    work = (mean_s, w32 * mean_s, w32 * mean_s * mean_s, near, far, p0)
+    scale = 1.0 / np.maximum(cm / s, 1e-300)
+    t, _ = _pair_newton(work, np.zeros(cols.numel()), scale, max_iter, 1e-4)
+    with np.errstate(over="ignore"):
+        return np.minimum(t / s, 1e308)
+
+
+def _multiclass(
+    a: NDArray, yv: NDArray, q: float, k: int, max_iter: int, tol: float, warm_start: bool = False
+) -> ChernoffResult:
     n, m = a.shape
     onehot = np.zeros((n, k))
     onehot[np.arange(n), yv] = 1.0
     clean = a.T @ onehot  # (m, K): alpha^T Y_c on the clean labels
     pred = np.argmax(clean, axis=1).astype(np.int64)  # = argmax of the expected scores
     rivals = np.array([[c for c in range(k) if c != p] for p in pred])  # (m, K-1)
-    # One Newton problem per (test point, rival) pair, t >= 0, run in float32 (any t >= 0 gives
-    # a valid bound, so precision on Newton's path costs tightness only).
+    # One problem per (test point, rival) pair, t >= 0.
     cols = np.repeat(np.arange(m), k - 1)
     pc = pred[cols]
     pr = rivals.reshape(-1)
-    A_np = np.ascontiguousarray(a[:, cols])
-    terms = _pair_terms(A_np, yv, pc, pr, q, k)
-    # Newton in float32 on |a| / s, s a power of two near each column's max |a|, so that no
-    # weight overflows float32 (or squares to 0); F(t) depends on t |a| only
-    col_max = terms[0].amax(dim=0).numpy() if n else np.zeros(cols.size)
-    s = np.where(col_max > 0, np.ldexp(1.0, np.frexp(np.where(col_max > 0, col_max, 1.0))[1]), 1.0)
-    abs_a = (terms[0] / torch.from_numpy(s)[None, :]).to(torch.float32)
-    work = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
-    state = {"active": np.arange(cols.size), "work": work}
-
-    def derivatives(active: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
-        if active.size < state["active"].size:  # drop the finished pairs' columns
-            keep = np.searchsorted(state["active"], active)
-            state["work"] = tuple(w[:, torch.from_numpy(keep)] for w in state["work"])
-            state["active"] = active
-        return _pair_newton_step(torch.from_numpy(t), state["work"])
-
-    scale = 1.0 / np.maximum(col_max / s, 1e-300)
-    zero = np.zeros(cols.size)
-    t, iters = _safeguarded_newton(derivatives, zero, (0.0, np.inf), zero, 1e4 * scale, scale, max_iter, tol)
-    # Newton ran in t' = s t on |a| / s (power-of-two s; F depends on t |a| only): back to t
-    with np.errstate(over="ignore"):
-        t = np.minimum(t / s, 1e308)  # finite: t |a| is then at most about 1e4
-    # The bound: eq. (24) in float64 at the returned t, rounded up.
-    log_b = np.minimum(_pair_log_bound(torch.from_numpy(t), terms), 0.0).reshape(m, k - 1)
+    if warm_start:
+        # binned warm start, then one fused float64 pass (lib.fused) that gives the bound and the
+        # Newton step at once; only pairs whose step is larger than 1e-4 relative run exact Newton
+        # to ``tol`` (a relative error d in t costs about d^2 |F| in log B: tightness only)
+        t = _multiclass_binned_start(a, yv, pred, rivals, q, k, max_iter)
+        log_b, step = fused.pair_log_bound(a, yv, cols, pc, pr, t, q, k, with_step=True)
+        col_max = (np.abs(a).max(axis=0) if n else np.zeros(m))[cols]
+        need = np.nonzero(~(np.abs(step) <= max(tol, 1e-4) * (np.abs(t) + 1.0 / np.maximum(col_max, 1e-300))))[0]
+        iters = np.ones(cols.size, dtype=np.int64)
+        per = max(1, int(4e6 // max(n, 1)))  # pairs per exact Newton batch: (n, per) work arrays
+        for s0 in range(0, need.size, per):
+            sub = need[s0 : s0 + per]
+            t_sub, it = _pair_newton_exact(a, yv, cols[sub], pc[sub], pr[sub], q, k, max_iter, tol, t[sub])
+            t[sub] = t_sub
+            iters[sub] += it
+            log_b[sub] = fused.pair_log_bound(a, yv, cols[sub], pc[sub], pr[sub], t_sub, q, k)
+    else:
+        t, iters = _pair_newton_exact(a, yv, cols, pc, pr, q, k, max_iter, tol)
+        # The bound: eq. (24) in float64 at the returned t, rounded up.
+        terms = _pair_terms(np.ascontiguousarray(a[:, cols]), yv, pc, pr, q, k)
+        log_b = _pair_log_bound(torch.from_numpy(t), terms)
+    log_b = np.minimum(log_b, 0.0).reshape(m, k - 1)
     # union bound over rivals; logsumexp = max + log(sum e^(x - max)) is within (K + 4) eps
     # (|max| + 1) of the exact value
     lse = logsumexp(log_b, axis=1)
     lse = lse + (k + 4) * _EPS * (np.abs(log_b).min(axis=1) + 1.0)
     log_tail = np.minimum(lse, LOG_HALF)
     return ChernoffResult(pred, log_tail, t.reshape(m, k - 1), iters.reshape(m, k - 1).max(axis=1))
+
+
+def _pair_newton_exact(
+    a: NDArray, yv: NDArray, cols: NDArray, pc: NDArray, pr: NDArray, q: float, k: int, max_iter: int,
+    tol: float, t0: NDArray | None = None,
+) -> tuple[NDArray, NDArray]:
+    """Newton on the full pair problems (column ``cols[p]`` of ``a``, class ``pc[p]``, rival
+    ``pr[p]``) from ``t0`` (default 0), in float32 on |a| / s, s a power of two near each
+    column's max |a|, so that no weight overflows float32 (or squares to 0); F(t) depends on
+    t |a| only, so t = t' / s. Any t >= 0 gives a valid bound: precision here costs tightness
+    only. Returns (t, iterations)."""
+    terms = _pair_terms(np.ascontiguousarray(a[:, cols]), yv, pc, pr, q, k)
+    col_max = terms[0].amax(dim=0).numpy() if a.shape[0] else np.zeros(cols.size)
+    s = np.where(col_max > 0, np.ldexp(1.0, np.frexp(np.where(col_max > 0, col_max, 1.0))[1]), 1.0)
+    abs_a = (terms[0] / torch.from_numpy(s)[None, :]).to(torch.float32)
+    work = (abs_a, abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
+    del terms
+    scale = 1.0 / np.maximum(col_max / s, 1e-300)
+    start = np.zeros(cols.size) if t0 is None else np.asarray(t0, dtype=np.float64) * s
+    t, iters = _pair_newton(work, start, scale, max_iter, tol)
+    with np.errstate(over="ignore"):
+        return np.minimum(t / s, 1e308), iters  # finite: t |a| is then at most about 1e4

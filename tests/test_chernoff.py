@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
 from scipy.stats import beta as beta_dist
 
 from lib.chernoff import binary_objective, chernoff_bound, chernoff_certify
@@ -187,7 +188,7 @@ def test_multiclass_pair_bound_and_derivatives_match_the_direct_formula(rng):
     c, r, q = np.array([1]), np.array([3]), 0.15
     terms = _pair_terms(np.ascontiguousarray(a), y, c, r, q, k)
     abs_a = terms[0].to(torch.float32)
-    terms32 = (abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
+    terms32 = (abs_a, abs_a, abs_a * abs_a, *(x.to(torch.float32) for x in terms[1:]))
     for t in [0.0, 0.3, 2.0, 11.0, 40.0]:
         got = _pair_log_bound(torch.tensor([t], dtype=torch.float64), terms)[0]
         ref = _pair_objective_direct(t, a[:, 0], y, 1, 3, q, k)
@@ -244,7 +245,7 @@ def test_binned_warm_start_reaches_the_same_optimum(rng):
 
 def test_multiclass_streams_test_points_in_chunks(rng):
     """Chunking the test points (to bound memory) gives the same bounds as one at a time."""
-    n, m, k = 1000, 2100, 3  # chunk = 2e6 / (n (K-1)) = 1000 columns: three chunks
+    n, m, k = 1000, 2100, 3  # chunk = 4e6 / (n (K-1)) = 2000 columns: two chunks
     X = np.hstack([rng.normal(size=(n, 3)), np.ones((n, 1))])
     y = rng.integers(0, k, n)
     y[X[:, 0] > 0.5] = 1
@@ -272,3 +273,66 @@ def test_safeguarded_newton_finds_interior_and_boundary_minima():
                                        1e-12)
         np.testing.assert_allclose(t, np.maximum(np.log(2 / b) / b, 0.0), atol=1e-9)
         assert iters.max() < 100
+
+
+def test_fused_pair_bound_matches_the_array_form_and_exceeds_the_exact_value(rng):
+    """The one-pass float64 kernel (lib.fused) against the array evaluation of the same bound
+    (lib.chernoff._pair_log_bound) and against F(t) summed in 50-digit arithmetic: equal to
+    1e-12 relative, never below the exact value, and the same Newton step."""
+    import mpmath
+    import torch
+
+    from lib import fused
+    from lib.chernoff import _pair_log_bound, _pair_terms
+
+    k, n, m, q = 6, 300, 4, 0.12
+    y = rng.integers(0, k, n)
+    a = rng.normal(size=(n, m)) * rng.choice([1e-3, 1.0, 30.0], size=(1, m))
+    cols = np.repeat(np.arange(m), 3)
+    pc = np.array([0, 0, 0, 1, 1, 1, 5, 5, 5, 2, 2, 2])
+    pr = np.array([1, 2, 5, 0, 3, 4, 0, 1, 2, 3, 4, 5])
+    t = rng.uniform(0, 50, size=cols.size) / np.abs(a[:, cols]).max(axis=0)
+    got, step = fused.pair_log_bound(a, y, cols, pc, pr, t, q, k, with_step=True)
+    terms = _pair_terms(np.ascontiguousarray(a[:, cols]), y, pc, pr, q, k)
+    ref, ref_step = _pair_log_bound(torch.from_numpy(t), terms, with_step=True)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(step, ref_step, rtol=1e-9, atol=1e-15)
+    mpmath.mp.dps = 50
+    off = mpmath.mpf(q) / (k - 1)
+    for p in range(cols.size):
+        exact = mpmath.mpf(0)
+        tp = mpmath.mpf(t[p])
+        for j in range(n):
+            aj = mpmath.mpf(a[j, cols[p]])
+            p_plus = 1 - mpmath.mpf(q) if y[j] == pc[p] else off
+            p_minus = 1 - mpmath.mpf(q) if y[j] == pr[p] else off
+            exact += mpmath.log(p_plus * mpmath.exp(-tp * aj) + (1 - p_plus - p_minus) + p_minus * mpmath.exp(tp * aj))
+        assert got[p] >= exact
+        assert got[p] - exact <= 1e-9 * max(1.0, abs(float(exact)))
+
+
+def test_multiclass_warm_start_and_fused_bound_agree_with_plain_newton(rng):
+    """Large n takes the binned warm start and the fused float64 bound; the result equals plain
+    Newton from t = 0 with the array bound (same prediction, same log tail to 1e-8), and the log
+    tail reported is the union bound of the float64 pair bounds at the t reported."""
+    from lib import chernoff, fused
+
+    n, k = 8 * chernoff._BINS + 500, 10
+    X = np.hstack([rng.normal(size=(n, 5)), np.ones((n, 1))])
+    y = rng.integers(0, k, n)
+    y[X[:, 0] > 0.7] = 2
+    y[X[:, 1] > 1.0] = 7
+    Xt = np.hstack([rng.normal(size=(15, 5)), np.ones((15, 1))])
+    alpha = kernel_weights(X, Xt, 1.0) * rng.choice([1.0, 3.0, 10.0], size=(1, 15))
+    for q in [0.02, 0.3]:
+        warm = chernoff_bound(alpha, y, q, k)
+        cold = chernoff_bound(alpha, y, q, k, warm_start=False)
+        np.testing.assert_array_equal(warm.pred, cold.pred)
+        np.testing.assert_allclose(warm.log_tail, cold.log_tail, rtol=1e-8, atol=1e-10)
+        assert np.any(warm.log_tail < np.log(0.5)) and np.any(warm.log_tail < -20)
+        rivals = np.array([[c for c in range(k) if c != p] for p in warm.pred])
+        cols = np.repeat(np.arange(15), k - 1)
+        log_b = fused.pair_log_bound(alpha, y, cols, warm.pred[cols], rivals.reshape(-1), warm.t.reshape(-1), q, k)
+        union = logsumexp(np.minimum(log_b, 0.0).reshape(15, k - 1), axis=1)
+        np.testing.assert_allclose(warm.log_tail, np.minimum(union, np.log(0.5)), rtol=1e-13, atol=1e-13)
+        assert np.all(warm.log_tail >= np.minimum(union, np.log(0.5)))
