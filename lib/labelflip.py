@@ -1,7 +1,7 @@
 r"""Certified robustness to label flips by randomized smoothing over the training labels.
 
-Paper: "Certified robustness to adversarial label-flipping attacks via randomized smoothing"
-(the label-flip paper in ``shared/seeds``), Sec. 4 and App. B. The smoothed classifier g is the
+Paper: Rosenfeld, Winston, Ravikumar and Kolter, "Certified robustness to label-flipping attacks via
+randomized smoothing" (ICML 2020), Sec. 4 and App. B. The smoothed classifier g is the
 majority vote of a learner trained on noisy labels: each label is kept with probability 1-q and
 otherwise replaced by one of the other K-1 classes uniformly (mu). Two certificates turn a lower
 bound p on the vote share of the predicted class into a number of flips r:
