@@ -257,18 +257,7 @@ def _binned_start(alpha: NDArray, y: NDArray, c: NDArray, max_iter: int) -> NDAr
     iterations that follow start from here and run to the same tolerance, it changes how fast
     the optimum is found, not which optimum or which bound.
     """
-    n, m = alpha.shape
-    A = torch.from_numpy(alpha)  # torch: the binning passes run multi-threaded
-    lo = A.amin(dim=0)
-    width = (A.amax(dim=0) - lo) / _BINS
-    width[~torch.isfinite(width) | (width <= 0)] = 1.0
-    idx = torch.nan_to_num((A - lo) / width, nan=0.0, posinf=_BINS - 1.0).clamp_(0, _BINS - 1).to(torch.int64)
-    idx += torch.from_numpy(_BINS * y)[:, None]
-    idx += (2 * _BINS * torch.arange(m))[None, :]
-    flat = idx.view(-1)
-    size = 2 * _BINS * m
-    counts = torch.bincount(flat, minlength=size).reshape(m, 2 * _BINS).T.numpy()
-    sums = torch.bincount(flat, weights=A.reshape(-1), minlength=size).reshape(m, 2 * _BINS).T.numpy()
+    counts, sums = fused.histogram(alpha, y, 2, _BINS, signed=True)  # (2 * _BINS, m): label 0, then 1
     mean = sums / np.maximum(counts, 1)
     c_bins = np.repeat(np.array([c[y == 0][0] if np.any(y == 0) else 0.0,
                                  c[y == 1][0] if np.any(y == 1) else 0.0]), _BINS)
@@ -294,13 +283,14 @@ def _exact_f_and_newton_step(t: NDArray, alpha: NDArray, c: NDArray, log_a: NDAr
     return f, step
 
 
-def _polish_warm_start(a, yv, c, log_a, max_iter, tol):
-    """Binned warm start, then one exact float64 pass that evaluates the bound and the Newton
-    step at once; only columns whose Newton step is larger than 1e-4 relative run exact Newton
-    to ``tol``. A relative error d in t costs about d^2 |f| in log B (f is quadratic at its
-    minimum), i.e. below 1e-8 relative: tightness only, never soundness."""
+def _polish_warm_start(a, yv, c, q, max_iter, tol):
+    """Binned warm start, then one fused float64 pass (:func:`lib.fused.binary_log_bound`) that
+    evaluates the bound and the Newton step at once; only columns whose Newton step is larger
+    than 1e-4 relative run exact Newton to ``tol``. A relative error d in t costs about d^2 |f|
+    in log B (f is quadratic at its minimum), i.e. below 1e-8 relative: tightness only, never
+    soundness."""
     t = _binned_start(a, yv, c, max_iter)
-    f, step = _exact_f_and_newton_step(t, a, c, log_a)
+    f, step = fused.binary_log_bound(a, yv, t, q, with_step=True)
     scale = 1.0 / np.maximum(np.abs(a).max(axis=0), 1e-300)
     need = ~(np.abs(step) <= max(tol, 1e-4) * (np.abs(t) + scale))
     iters = np.ones(t.size, dtype=np.int64)
@@ -308,7 +298,7 @@ def _polish_warm_start(a, yv, c, log_a, max_iter, tol):
         t_need, it = _newton_binary(a[:, need], c, max_iter, tol, t0=t[need])
         t[need] = t_need
         iters[need] += it
-        f[need], _ = _exact_f_and_newton_step(t_need, a[:, need], c, log_a)
+        f[need] = fused.binary_log_bound(a[:, need], yv, t_need, q)
     return t, f, iters
 
 
@@ -371,7 +361,7 @@ def chernoff_bound(
         if m == 0:
             t, log_b, iters = np.zeros(0), np.zeros(0), np.zeros(0, np.int64)
         elif warm_start and a.shape[0] > 8 * _BINS:
-            t, log_b, iters = _polish_warm_start(a, yv, c, log_a, max_iter, tol)
+            t, log_b, iters = _polish_warm_start(a, yv, c, qf, max_iter, tol)
         else:
             t, iters = _newton_binary(a, c, max_iter, tol)
             # Final bound in float64 at the returned t (any t is valid; f(0) = 0: "no bound").
@@ -600,20 +590,10 @@ def _multiclass_binned_start(
     the bound: that is always the float64 bound at the returned t.
     """
     n, m = a.shape
-    A = torch.from_numpy(a)
-    absA = A.abs()
-    col_max = absA.amax(dim=0)
-    width = col_max / _BINS
-    width[~torch.isfinite(width) | (width <= 0)] = 1.0
-    idx = torch.nan_to_num(absA / width, nan=0.0, posinf=_BINS - 1.0).clamp_(0, _BINS - 1).to(torch.int64)
-    cat = 2 * torch.from_numpy(yv)[:, None] + (A < 0).to(torch.int64)  # (n, m) in 0 .. 2K-1
-    idx += cat * _BINS
-    idx += (2 * k * _BINS * torch.arange(m))[None, :]
-    flat = idx.view(-1)
-    size = 2 * k * _BINS * m
-    counts = torch.bincount(flat, minlength=size).reshape(m, 2 * k, _BINS).to(torch.float64)
-    sums = torch.bincount(flat, weights=absA.reshape(-1), minlength=size).reshape(m, 2 * k, _BINS)
-    del idx, flat, cat, absA
+    cnt, sm = fused.histogram(a, yv, 2 * k, _BINS, signed=False, sign_split=True)  # (2K * _BINS, m)
+    counts = torch.from_numpy(cnt.T.reshape(m, 2 * k, _BINS))
+    sums = torch.from_numpy(sm.T.reshape(m, 2 * k, _BINS))
+    col_max = torch.from_numpy(np.abs(a).max(axis=0) if n else np.zeros(m))
     # per pair (j, r): the five categories' bins, (5, _BINS, P) -> (5 * _BINS, P)
     cols = torch.from_numpy(np.repeat(np.arange(m), k - 1))
     pc = torch.from_numpy(pred[np.repeat(np.arange(m), k - 1)])

@@ -238,9 +238,15 @@ def test_binned_warm_start_reaches_the_same_optimum(rng):
         np.testing.assert_allclose(res.log_tail, plain, rtol=1e-8, atol=1e-10)
         assert res.iterations.max() <= 3
         assert np.all(res.log_tail <= plain + 1e-6 * np.maximum(1, np.abs(plain)))
-        # the bound reported is the float64 bound at the t reported, on this path too
-        at_t = np.minimum(binary_objective(res.t, alpha, y, q), np.log(0.5))
-        np.testing.assert_allclose(res.log_tail, at_t, rtol=1e-13, atol=1e-13)
+        # the bound reported is the fused float64 bound at the t reported, on this path too; its
+        # rounding margin (a sequential sum) is wider than the array form's, never narrower
+        from lib import fused
+
+        at_t = np.minimum(fused.binary_log_bound(alpha, y, res.t, q), np.log(0.5))
+        np.testing.assert_array_equal(res.log_tail, at_t)
+        array_form = np.minimum(binary_objective(res.t, alpha, y, q), np.log(0.5))
+        assert np.all(res.log_tail >= array_form)
+        np.testing.assert_allclose(res.log_tail, array_form, rtol=1e-9, atol=1e-8)
 
 
 def test_multiclass_streams_test_points_in_chunks(rng):
@@ -336,3 +342,58 @@ def test_multiclass_warm_start_and_fused_bound_agree_with_plain_newton(rng):
         union = logsumexp(np.minimum(log_b, 0.0).reshape(15, k - 1), axis=1)
         np.testing.assert_allclose(warm.log_tail, np.minimum(union, np.log(0.5)), rtol=1e-13, atol=1e-13)
         assert np.all(warm.log_tail >= np.minimum(union, np.log(0.5)))
+
+
+def test_fused_binary_bound_matches_the_array_form_and_exceeds_the_exact_value(rng):
+    """The one-pass float64 kernel of eq. (7) (lib.fused) against the array evaluation
+    (lib.chernoff._exact_f_and_newton_step) and against f(t) in 50-digit arithmetic: equal to
+    1e-12 relative, never below the exact value, the same Newton step."""
+    import mpmath
+
+    from lib import chernoff, fused
+
+    n, m, q = 400, 6, 0.07
+    y = rng.integers(0, 2, n)
+    a = rng.normal(size=(n, m)) * rng.choice([1e-4, 1e-2, 1.0], size=(1, m))
+    t = rng.normal(size=m) * 20 / np.abs(a).max(axis=0)
+    got, step = fused.binary_log_bound(a, y, t, q, with_step=True)
+    log_a, c = chernoff._binary_coefficients(y, q)
+    ref, ref_step = chernoff._exact_f_and_newton_step(t, a, c, log_a)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(step, ref_step, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(got, binary_objective(t, a, y, q), rtol=1e-12, atol=1e-12)
+    mpmath.mp.dps = 50
+    qm = mpmath.mpf(q)
+    for j in range(m):
+        tj = mpmath.mpf(t[j])
+        exact = tj / 2
+        for i in range(n):
+            e = mpmath.exp(-tj * mpmath.mpf(a[i, j]))
+            exact += mpmath.log(qm + (1 - qm) * e) if y[i] == 1 else mpmath.log(1 - qm + qm * e)
+        assert got[j] >= exact
+        assert got[j] - exact <= 1e-9 * max(1.0, abs(float(exact)))
+
+
+def test_fused_histogram_matches_a_direct_count(rng):
+    """The warm starts' per-column histograms (lib.fused.histogram) against a direct count."""
+    from lib import fused
+
+    n, m, bins = 500, 7, 16
+    a = rng.normal(size=(n, m))
+    a[:, 3] = 0.0  # a column with no spread: every entry in the first bin
+    y = rng.integers(0, 3, n)
+    for signed, split in [(True, False), (False, True)]:
+        n_cat = 6 if split else 3
+        counts, sums = fused.histogram(a, y, n_cat, bins, signed=signed, sign_split=split)
+        for j in range(m):
+            x = a[:, j] if signed else np.abs(a[:, j])
+            lo = x.min() if signed else 0.0
+            width = (x.max() - lo) / bins
+            width = width if width > 0 else 1.0
+            b = np.clip(np.floor((x - lo) / width), 0, bins - 1).astype(int)
+            cat = 2 * y + (a[:, j] < 0) if split else y
+            ref_c = np.bincount(cat * bins + b, minlength=n_cat * bins)
+            ref_s = np.bincount(cat * bins + b, weights=x, minlength=n_cat * bins)
+            np.testing.assert_array_equal(counts[:, j], ref_c)
+            np.testing.assert_allclose(sums[:, j], ref_s, rtol=1e-12, atol=1e-12)
+        assert counts.sum() == n * m
