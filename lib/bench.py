@@ -123,6 +123,47 @@ def bench_certify_mnist(device: str, n: int = 100_000, cnn_n: int = 10_000, batc
     return rows
 
 
+def bench_chernoff_paths(
+    n_binary: int = 12500, n_multi: int = 60000, m: int = 200, k: int = 10
+) -> list[dict]:
+    """The Chernoff bounds' float64 pass at chapter 8's and chapter 9's sizes: the fused
+    one-pass kernels (:mod:`lib.fused`) against the array forms they replace, at the same t, in
+    the same run; and the whole multi-class bound with and without the binned warm start."""
+    import torch as _torch
+
+    from . import chernoff, fused
+
+    rng = np.random.default_rng(0)
+    rows = []
+    X, y, Xt = labelflip_problem(n_binary, 50, m)
+    alpha = kernel_weights(X, Xt, 1.0)
+    t = rng.normal(size=m) * 50.0
+    log_a, c = chernoff._binary_coefficients(y, 0.05)
+    t_old, _ = _timed(lambda: chernoff._exact_f_and_newton_step(t, alpha, c, log_a))
+    fused.binary_log_bound(alpha[:, :2], y, t[:2], 0.05, with_step=True)  # compile (cached on disk)
+    t_new, _ = _timed(lambda: fused.binary_log_bound(alpha, y, t, 0.05, with_step=True))
+    rows.append({"path": f"binary bound + step, n = {n_binary}", "array_s": t_old, "fused_s": t_new})
+    Xm = add_intercept(rng.normal(size=(n_multi, 50)))
+    ym = np.argmax(Xm[:, 1:11] + rng.normal(size=(n_multi, 10)), axis=1)
+    am = kernel_weights(Xm, add_intercept(rng.normal(size=(m // 4, 50))), 1.0)
+    pred = np.argmax(am.T @ np.eye(k)[ym], axis=1)
+    cols = np.repeat(np.arange(am.shape[1]), k - 1)
+    rivals = np.array([[r for r in range(k) if r != p] for p in pred]).reshape(-1)
+    tm = np.full(cols.size, 50.0) / np.abs(am).max(axis=0)[cols]
+    terms = chernoff._pair_terms(np.ascontiguousarray(am[:, cols]), ym, pred[cols], rivals, 0.05, k)
+    t_old, _ = _timed(lambda: chernoff._pair_log_bound(_torch.from_numpy(tm), terms, with_step=True))
+    pc = pred[cols]
+    fused.pair_log_bound(am, ym, cols[:2], pc[:2], rivals[:2], tm[:2], 0.05, k, with_step=True)
+    t_new, _ = _timed(lambda: fused.pair_log_bound(am, ym, cols, pc, rivals, tm, 0.05, k, with_step=True))
+    rows.append({"path": f"K = {k} pair bound + step, n = {n_multi}", "array_s": t_old, "fused_s": t_new})
+    t_old, _ = _timed(lambda: chernoff_bound(am, ym, 0.05, k, warm_start=False))
+    t_new, _ = _timed(lambda: chernoff_bound(am, ym, 0.05, k))
+    rows.append({"path": f"K = {k} whole bound, n = {n_multi}", "array_s": t_old, "fused_s": t_new})
+    for r in rows:
+        r["speed_up"] = r["array_s"] / r["fused_s"]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="also write the results to this file")
@@ -161,9 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     for r in mnist:
         rate, ratio = r["samples_per_s"], r["ratio_to_small_cnn"]
         print(f"  {r['device']:>4} {r['path']:<38} {rate:>12,.0f}/s  x{ratio:.1f}")
+    paths = bench_chernoff_paths()
+    print("Chernoff bounds: the fused float64 kernels against the array forms, same inputs, same run")
+    for r in paths:
+        print(f"  {r['path']:<40} array {r['array_s']:8.3f} s   fused {r['fused_s']:8.3f} s"
+              f"   x{r['speed_up']:.1f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"labelflip": rows, "gaussian": gauss, "certify_mnist": mnist}, f, indent=2)
+            json.dump({"labelflip": rows, "gaussian": gauss, "certify_mnist": mnist,
+                       "chernoff_paths": paths}, f, indent=2)
         print(f"written to {args.json}")
     return 0
 
