@@ -297,6 +297,7 @@ def sampled_bound(
     n: int,
     fail_prob: float,
     rng: np.random.Generator,
+    votes: VoteCounts | None = None,
     progress: bool = False,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     r"""The sampled counterpart of the Chernoff bound: CERTIFY's two draws (Algorithm 2).
@@ -308,6 +309,11 @@ def sampled_bound(
     log(1/2) where abstaining, ready for :func:`lib.labelflip.radius_from_log_tail`. As
     :func:`lib.labelflip.certify_monte_carlo` (binary case) with the votes of
     :func:`vote_counts`; the guarantee holds with probability >= 1 - fail_prob per test point.
+
+    ``votes``: the ``n`` estimation draws already counted by :func:`vote_counts` for the same
+    ``alpha`` and ``y`` (a vote-share estimate, say), drawn from a stream independent of ``rng``;
+    only the ``n0`` selection draws are then made here. The guarantee needs the two sets of draws
+    to be independent, not drawn in a particular order.
     """
     lr = _prepare(alpha, y)
     qf = _checks.flip_probability(q, 2)
@@ -316,9 +322,12 @@ def sampled_bound(
     lv = _checks.level(fail_prob, "fail_prob")
     _generator(rng)
     progress = _checks.flag(progress, "progress")
-    rows = lr.A.shape[0]
+    rows, m = lr.A.shape
+    if votes is not None:
+        if not isinstance(votes, VoteCounts) or votes.draws != n or np.shape(votes.ones) != (m,):
+            raise ValueError(f"votes must be the VoteCounts of n = {n} draws for {m} test points")
     pick = (2 * _count(lr, qf, n0, rng, _batch(rows, n0, None), progress).ones > n0).astype(np.int64)
-    ones = _count(lr, qf, n, rng, _batch(rows, n, None), progress).ones
+    ones = votes.ones if votes is not None else _count(lr, qf, n, rng, _batch(rows, n, None), progress).ones
     n_c = np.where(pick == 1, ones, n - ones)
     p_low = np.asarray(clopper_pearson_lower(n_c, n, lv), dtype=np.float64) * (1.0 - 1e-12)
     certified = p_low > 0.5

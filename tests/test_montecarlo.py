@@ -231,6 +231,21 @@ def test_sampled_bound_follows_the_vote_counts():
     np.testing.assert_array_equal(pred, np.where(p > 0.5, pick, -1))
     np.testing.assert_allclose(log_tail, np.where(p > 0.5, np.log1p(-p), np.log(0.5)), rtol=1e-12)
     assert np.any(pred == -1) and np.any(pred >= 0)
+    # estimation votes counted beforehand give the same certificate as drawing them here
+    counted = vote_counts(alpha, y, q, n, np.random.default_rng(99))
+    pick2 = (2 * vote_counts(alpha, y, q, n0, np.random.default_rng(5)).ones > n0).astype(int)
+    pred2, tail2 = sampled_bound(alpha, y, q, n0=n0, n=n, fail_prob=level, rng=np.random.default_rng(5),
+                                 votes=counted)
+    k2 = np.where(pick2 == 1, counted.ones, n - counted.ones)
+    p2 = np.where(k2 > 0, beta_dist.ppf(level, np.maximum(k2, 1), n - k2 + 1), 0.0) * (1 - 1e-12)
+    np.testing.assert_array_equal(pred2, np.where(p2 > 0.5, pick2, -1))
+    np.testing.assert_allclose(tail2, np.where(p2 > 0.5, np.log1p(-p2), np.log(0.5)), rtol=1e-12)
+    with pytest.raises(ValueError, match="votes"):
+        sampled_bound(alpha, y, q, n0=n0, n=n + 1, fail_prob=level, rng=np.random.default_rng(5),
+                      votes=counted)
+    with pytest.raises(ValueError, match="votes"):
+        sampled_bound(alpha[:, :3], y, q, n0=n0, n=n, fail_prob=level, rng=np.random.default_rng(5),
+                      votes=counted)
 
 
 def test_sampled_bound_agrees_with_certify_monte_carlo():
