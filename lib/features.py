@@ -38,11 +38,32 @@ def pca_features(
     if xte.shape[1] != xtr.shape[1]:
         raise ValueError(f"test has {xte.shape[1]} dimensions, train has {xtr.shape[1]}")
     mean = xtr.mean(axis=0)
-    _, s, vt = np.linalg.svd(xtr - mean, full_matrices=False)
-    comps = vt[:kk].T
+    xc = xtr - mean
+    comps, s = _top_directions(xc, kk)
     if whiten:
-        comps = comps / (s[:kk] / np.sqrt(xtr.shape[0]))
-    return (xtr - mean) @ comps, (xte - mean) @ comps
+        comps = comps / (s / np.sqrt(xtr.shape[0]))
+    return xc @ comps, (xte - mean) @ comps
+
+
+def _top_directions(xc: NDArray[np.float64], k: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The top-k right singular vectors (as columns) and singular values of the centred ``xc``.
+
+    With many more rows than columns (MNIST: 60,000 x 784) they are the eigenvectors of the
+    d x d scatter matrix xc^T xc, whose eigenvalues are the squared singular values: one product
+    and a symmetric eigendecomposition, far cheaper than an SVD of xc. Directions are defined up
+    to sign, and a feature's sign changes no least-squares prediction. Where the scatter matrix
+    would lose the small singular values (k near the rank, or fewer rows than columns), the SVD.
+    """
+    n, d = xc.shape
+    if n >= 2 * d:
+        evals, evecs = np.linalg.eigh(xc.T @ xc)
+        top = np.argsort(evals)[::-1][:k]
+        s = np.sqrt(np.maximum(evals[top], 0.0))
+        # squaring loses directions whose singular value is below ~1e-8 of the largest
+        if s.size and s[-1] > 1e-6 * s[0]:
+            return evecs[:, top], s
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    return vt[:k].T, s[:k]
 
 
 def significant_components(train: ArrayLike, rtol: float = 1e-3) -> int:

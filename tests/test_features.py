@@ -39,3 +39,21 @@ def test_significant_components_counts_directions_with_real_variance(rng):
     assert significant_components(noisy, rtol=1e-12) == 8
     with pytest.raises(ValueError, match="rtol"):
         significant_components(base, rtol=0.0)
+
+
+def test_pca_by_the_scatter_matrix_matches_the_svd():
+    """The top directions from the d x d scatter matrix equal the SVD's up to sign, and the
+    whitened features agree (to sign) with those of a direct SVD."""
+    from lib.features import _top_directions
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, 40)) @ rng.normal(size=(40, 40)) * rng.uniform(0.1, 3, size=40)
+    xc = x - x.mean(axis=0)
+    comps, s = _top_directions(xc, 12)
+    _, s_ref, vt = np.linalg.svd(xc, full_matrices=False)
+    np.testing.assert_allclose(s, s_ref[:12], rtol=1e-10)
+    np.testing.assert_allclose(np.abs(np.sum(comps * vt[:12].T, axis=0)), 1.0, atol=1e-9)
+    F, Ft = pca_features(x, x[:50], 12)
+    ref = xc @ (vt[:12].T / (s_ref[:12] / np.sqrt(len(x))))
+    np.testing.assert_allclose(np.abs(F), np.abs(ref), rtol=1e-7, atol=1e-7)
+    assert np.allclose(np.abs(Ft), np.abs(ref[:50]), rtol=1e-7, atol=1e-7)
