@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _checks
 from .attacks import (
-    attack_logistic,
+    attack_logistic_orders,
     attack_smoothed,
     attack_smoothed_multiclass,
     logistic_fit,
@@ -25,12 +25,15 @@ from .attacks import (
     min_flips_multiclass,
 )
 from .data import MNIST
-from .labelflip import Certificate
+from .labelflip import Certificate, certify, radius_from_log_tail
 from .least_squares import add_intercept, kernel_weights
 from .training import SmallCNN, cache_key, cached_model, default_device, train_gaussian_noise
 
 __all__ = ["FeatureNetwork", "train_on_other_classes", "embed", "live_columns", "attacked_accuracy",
-           "first_below", "Undefended", "attack_undefended", "attack_certified", "plot_certified_curves"]
+           "first_below", "Undefended", "attack_undefended", "attack_certified", "plot_certified_curves",
+           "certify_tight_and_kl"]
+
+FEATURE_BATCH = 128  # images per step when training a feature network (Adam, lr 1e-3)
 
 
 @dataclass
@@ -46,11 +49,14 @@ class FeatureNetwork:
 
 
 def train_on_other_classes(
-    ds: MNIST, exclude: tuple[int, ...], embed_dim: int, epochs: int, n_examples: int, seed: int, name: str
+    ds: MNIST, exclude: tuple[int, ...], embed_dim: int, epochs: int, n_examples: int, seed: int, name: str,
+    batch_size: int = FEATURE_BATCH,
 ) -> FeatureNetwork:
     """Train (or load from the cache) a CNN on a seeded subsample of ``n_examples`` training images
     of every class NOT in ``exclude``; its ``embed_dim``-wide penultimate layer is the feature map.
-    The excluded classes' labels are never read. Reports accuracy on the kept classes' test images."""
+    The excluded classes' labels are never read. Reports accuracy on the kept classes' test images.
+    Trained in ``batch_size`` steps with channels-last convolutions (:func:`train_gaussian_noise`);
+    the weights are cached under a key of the images, labels and every setting."""
     kept = tuple(c for c in range(int(ds.y_train.max()) + 1) if c not in exclude)
     remap = np.full(int(ds.y_train.max()) + 1, -1)
     remap[list(kept)] = np.arange(len(kept))
@@ -58,31 +64,35 @@ def train_on_other_classes(
     pool = np.flatnonzero(np.isin(ds.y_train, kept))
     idx = np.sort(rng.choice(pool, min(n_examples, pool.size), replace=False))
     x, y = ds.x_train[idx], remap[ds.y_train[idx]]
-    key = cache_key(x, y, epochs=epochs, embed_dim=embed_dim, seed=seed, model=f"SmallCNN-{len(kept)}")
+    batch_size = _checks.count(batch_size, "batch_size")
+    key = cache_key(x, y, epochs=epochs, embed_dim=embed_dim, seed=seed, model=f"SmallCNN-{len(kept)}",
+                    batch_size=batch_size, channels_last=True)
     net, cached, secs = cached_model(
         f"{name}-{embed_dim}",
         build=lambda: SmallCNN(len(kept), embed_dim),
         make=lambda: train_gaussian_noise(x, y, 0.0, num_classes=len(kept), epochs=epochs, seed=seed,
-                                          device=default_device(), embed_dim=embed_dim),
+                                          device=default_device(), embed_dim=embed_dim, batch_size=batch_size,
+                                          channels_last=True),
         key=key)
     test = np.flatnonzero(np.isin(ds.y_test, kept))
-    with torch.no_grad():
-        dev = next(net.parameters()).device
-        logits = torch.cat([
-            net(torch.as_tensor(ds.x_test[test[i : i + 2000]], dtype=torch.float32).to(dev) / 255.0).cpu()
-            for i in range(0, test.size, 2000)
-        ])
+    logits = _batched(net, ds.x_test[test], lambda m, xb: m(xb))
     acc = float((logits.argmax(1).numpy() == remap[ds.y_test[test]]).mean())
     return FeatureNetwork(net, kept, acc, int(test.size), cached, secs)
 
 
-@torch.no_grad()
+def _batched(net: SmallCNN, images: NDArray, fn, batch: int = 2000) -> torch.Tensor:
+    """fn(net, x) on uint8 images scaled to [0, 1], ``batch`` at a time, under inference mode; on the CPU."""
+    dev = next(net.parameters()).device
+    x = np.asarray(images)
+    with torch.inference_mode():
+        parts = [fn(net, torch.as_tensor(x[i : i + batch], dtype=torch.float32).to(dev) / 255.0).cpu()
+                 for i in range(0, len(x), batch)]
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
 def embed(net: SmallCNN, images: NDArray, batch: int = 2000) -> NDArray[np.float64]:
     """The network's embedding of uint8 images, (N, embed_dim) float64."""
-    dev = next(net.parameters()).device
-    x = torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
-    parts = [net.embed(x[i : i + batch].to(dev)).cpu() for i in range(0, len(x), batch)]
-    return torch.cat(parts).double().numpy()
+    return _batched(net, images, lambda m, xb: m.embed(xb), batch).double().numpy()
 
 
 def live_columns(F: ArrayLike, tol: float = 1e-8) -> NDArray[np.bool_]:
@@ -130,7 +140,8 @@ def attack_undefended(
     (a 1e-6 relative ridge, for numerical safety), attacked exactly; for K = 2 also a logistic-
     regression head attacked by the paper's orderings (App. C: l2 distance in feature space,
     nearest and farthest first, and influence), keeping the best per point, on the first
-    ``attack_points`` test points.
+    ``attack_points`` test points (the three searches run together,
+    :func:`lib.attacks.attack_logistic_orders`).
     The test points are processed in chunks of about ``chunk_entries`` kernel weights
     (160 MB in float64), so memory stays bounded whatever the size of the test set."""
     X, Xt = add_intercept(F), add_intercept(Ft)
@@ -148,8 +159,9 @@ def attack_undefended(
     out = Undefended(np.concatenate(preds).astype(np.int64), np.concatenate(flips))
     if num_classes == 2 and attack_points > 0:
         sub = np.arange(min(attack_points, len(Ft)))
-        best = np.min([attack_logistic(X, y, Xt[sub], attack_max_flips, order=o)
-                       for o in ("distance", "distance_reverse", "influence")], axis=0)
+        found = attack_logistic_orders(X, y, Xt[sub], attack_max_flips,
+                                       orders=("distance", "distance_reverse", "influence"))
+        best = np.min(list(found.values()), axis=0)
         w = logistic_fit(X, y.astype(float))
         out.lr_pred, out.lr_flips, out.lr_points = (Xt @ w >= 0).astype(np.int64), best, sub
     return out
@@ -157,19 +169,25 @@ def attack_undefended(
 
 def attack_certified(
     F: NDArray, y: NDArray, Ft: NDArray, cert: Certificate, q: float, points: NDArray,
-    num_classes: int = 2, slack: int = 30,
+    num_classes: int = 2, slack: int = 30, *, distance_order: bool = False,
 ) -> NDArray[np.float64]:
     """Attack the smoothed classifier on the test points ``points`` (with the certificate's lambda)
     and return the flips each proven attack needed (inf: none found within radius + ``slack``).
 
-    Binary tasks: the paper's two App. C orderings, keeping the best per point: by influence
-    (for least squares the exact greedy order, :func:`lib.attacks.attack_smoothed`) and by l2
-    distance to the test point in feature space (training points of the predicted class first).
+    Binary tasks: the influence order of App. C, which for least squares is the exact greedy order
+    (:func:`lib.attacks.attack_smoothed`). The paper's other App. C order, by l2 distance to the
+    test point in feature space (training points of the predicted class first), cannot do better:
+    in the Chernoff exponent of eq. (7) every flip contributes a term that decreases with its move
+    towards the other side, at every t, so for each number of flips r the greedy set has the
+    smallest exponent of all sets of r flips, and the first r at which the greedy attack is proven
+    is at most the r of any other order. ``distance_order=True`` runs it as well and keeps the
+    best per point (the same numbers, at about twice the cost).
     K > 2: the exact gap-closing order of :func:`lib.attacks.attack_smoothed_multiclass`.
 
     Raises AssertionError if any attack succeeds with no more flips than the certified radius:
     that would be a soundness bug, so every chapter calls this and a test does too.
     """
+    distance_order = _checks.flag(distance_order, "distance_order")
     X, Xt = add_intercept(F), add_intercept(Ft[points])
     alpha = kernel_weights(X, Xt, cert.lam)
     budget = int(cert.radius[points].max()) + slack
@@ -177,11 +195,12 @@ def attack_certified(
         flips, pred = attack_smoothed_multiclass(alpha, y, q, num_classes, max_flips=budget)
     else:
         flips, pred = attack_smoothed(alpha, y, q, max_flips=budget)
-        T = Ft[points]
-        dist = (F * F).sum(1)[:, None] + (T * T).sum(1)[None, :] - 2.0 * F @ T.T  # squared l2, (n, m)
-        same = y[:, None] == pred[None, :]
-        near = np.argsort(np.where(same, dist, np.inf), axis=0, kind="stable")[:budget]
-        flips = np.minimum(flips, attack_smoothed(alpha, y, q, max_flips=budget, order=near)[0])
+        if distance_order:
+            T = Ft[points]
+            dist = (F * F).sum(1)[:, None] + (T * T).sum(1)[None, :] - 2.0 * F @ T.T  # squared l2, (n, m)
+            same = y[:, None] == pred[None, :]
+            near = np.argsort(np.where(same, dist, np.inf), axis=0, kind="stable")[:budget]
+            flips = np.minimum(flips, attack_smoothed(alpha, y, q, max_flips=budget, order=near)[0])
     if not np.array_equal(pred, cert.pred[points]):
         raise AssertionError("the attack's smoothed prediction differs from the certificate's")
     bad = np.flatnonzero(flips <= cert.radius[points])
@@ -189,6 +208,19 @@ def attack_certified(
         raise AssertionError(f"attacks changed certified predictions within their radius at test points "
                              f"{points[bad].tolist()}: soundness bug")
     return flips
+
+
+def certify_tight_and_kl(
+    F: NDArray, y: NDArray, Ft: NDArray, q: float, num_classes: int = 2
+) -> tuple[Certificate, Certificate]:
+    """:func:`lib.labelflip.certify` with ``bound='tight'`` and with ``bound='kl'``, from one
+    Chernoff pass: both read their radius off the same log tail (eq. 4 with the Neyman-Pearson
+    construction, and eq. 8 / 25), so the KL certificate is the tight one's predictions and log
+    tails with :func:`lib.labelflip.radius_from_log_tail` (``bound='kl'``, capped at n, as
+    certify caps it). Equal to the two calls of certify."""
+    tight = certify(F, y, Ft, q, bound="tight", num_classes=num_classes)
+    radius = radius_from_log_tail(tight.log_tail, q, num_classes, bound="kl", max_radius=len(y))
+    return tight, Certificate(tight.pred, radius, tight.log_tail, tight.lam)
 
 
 def plot_certified_curves(

@@ -115,3 +115,66 @@ def test_undefended_multiclass_attack_matches_direct(rng):
     assert np.all(und.ls_flips >= 1)
     # the smoothed prediction of the multi-class bound is the same argmax for the same alpha
     np.testing.assert_array_equal(chernoff_bound(alpha, y, 0.1, k).pred, und.ls_pred)
+
+
+def test_certify_tight_and_kl_equals_the_two_certify_calls(rng):
+    """One Chernoff pass, two radii: the same certificates as certify with each bound."""
+    F = rng.normal(size=(300, 3))
+    y = (F[:, 0] + 0.4 * rng.normal(size=300) > 0).astype(int)
+    Ft = rng.normal(size=(40, 3))
+    for q in (0.01, 0.2):
+        tight, kl = experiment.certify_tight_and_kl(F, y, Ft, q)
+        for got, bound in ((tight, "tight"), (kl, "kl")):
+            ref = labelflip.certify(F, y, Ft, q, bound=bound)
+            np.testing.assert_array_equal(got.pred, ref.pred)
+            np.testing.assert_array_equal(got.radius, ref.radius)
+            np.testing.assert_array_equal(got.log_tail, ref.log_tail)
+            assert got.lam == ref.lam
+        assert (kl.radius <= tight.radius).all() and (tight.radius > kl.radius).any()
+
+
+def test_distance_order_never_beats_the_greedy_attack_on_the_smoothed_classifier(rng):
+    """attack_certified runs the greedy (influence) order only: with the l2-distance order as well,
+    best per point (the previous behaviour), the numbers are the same."""
+    F = rng.normal(size=(250, 3))
+    y = (F[:, 0] + 0.5 * rng.normal(size=250) > 0).astype(int)
+    Ft = rng.normal(size=(30, 3))
+    for q in (0.02, 0.15):
+        cert = labelflip.certify(F, y, Ft, q)
+        pts = np.arange(30)
+        greedy = experiment.attack_certified(F, y, Ft, cert, q, pts, slack=80)
+        both = experiment.attack_certified(F, y, Ft, cert, q, pts, slack=80, distance_order=True)
+        np.testing.assert_array_equal(greedy, both)
+        assert np.isfinite(greedy).sum() >= 10
+    with pytest.raises(ValueError, match="distance_order"):
+        experiment.attack_certified(F, y, Ft, cert, q, pts, distance_order=1)
+
+
+def test_undefended_logistic_attacks_equal_the_best_of_the_three_orders(rng):
+    from lib.attacks import attack_logistic
+
+    F = rng.normal(size=(180, 3))
+    y = (F[:, 0] + 0.4 * rng.normal(size=180) > 0).astype(int)
+    Ft = rng.normal(size=(8, 3)) * 0.5
+    und = experiment.attack_undefended(F, y, Ft, attack_points=6, attack_max_flips=40)
+    X, Xt = add_intercept(F), add_intercept(Ft[:6])
+    orders = ("distance", "distance_reverse", "influence")
+    best = np.min([attack_logistic(X, y, Xt, 40, order=o) for o in orders], axis=0)
+    np.testing.assert_array_equal(und.lr_flips, best)
+    np.testing.assert_array_equal(und.lr_points, np.arange(6))
+    assert np.isfinite(best).any()
+
+
+def test_embedding_in_inference_mode_equals_the_plain_forward(rng):
+    import torch
+
+    from lib.training import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN(3, 16).eval()
+    images = rng.integers(0, 256, size=(7, 28, 28)).astype(np.uint8)
+    with torch.no_grad():
+        ref = net.embed(torch.as_tensor(images, dtype=torch.float32) / 255.0).double().numpy()
+    np.testing.assert_array_equal(experiment.embed(net, images), ref)
+    # in batches: the same up to float32 rounding (the kernels may sum in another order)
+    np.testing.assert_allclose(experiment.embed(net, images, batch=3), ref, rtol=1e-5, atol=1e-6)

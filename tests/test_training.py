@@ -55,3 +55,22 @@ def test_bad_input(rng):
         train_gaussian_noise(x, y, -1.0, device="cpu")
     with pytest.raises(ValueError, match="y_train"):
         train_gaussian_noise(x, y[:-1], 0.1, device="cpu")
+
+
+def test_channels_last_training_is_seeded_and_returns_the_default_layout(rng):
+    """The NHWC layout changes how the kernels store the tensors, not the network: seeded runs
+    agree with each other, stay close to the default layout's run, and the weights come back in
+    the default layout (as the cache stores and loads them)."""
+    x, y = _tiny(rng)
+    kw = {"num_classes": 2, "epochs": 2, "batch_size": 16, "seed": 5, "device": "cpu", "progress": False}
+    a = train_gaussian_noise(x, y, 0.0, channels_last=True, **kw)
+    b = train_gaussian_noise(x, y, 0.0, channels_last=True, **kw)
+    c = train_gaussian_noise(x, y, 0.0, **kw)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb)
+        assert pa.is_contiguous()
+        torch.testing.assert_close(pa, pc, rtol=0, atol=1e-2)  # Adam moves a weight by <= lr per step
+    with pytest.raises(ValueError, match="channels_last"):
+        train_gaussian_noise(x, y, 0.0, channels_last="yes", **kw)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_gaussian_noise(x, y, 0.0, **{**kw, "batch_size": 0})
