@@ -95,9 +95,19 @@ def embed(net: SmallCNN, images: NDArray, batch: int = 2000) -> NDArray[np.float
     return _batched(net, images, lambda m, xb: m.embed(xb), batch).double().numpy()
 
 
-def live_columns(F: ArrayLike, tol: float = 1e-8) -> NDArray[np.bool_]:
-    """Columns of the TRAINING features that vary (dead ReLU units make X^T X singular). Reads no label."""
-    return _checks.finite_matrix(F, "F").std(axis=0) > tol
+def live_columns(F: ArrayLike, tol: float = 1e-8, rtol: float = 0.0) -> NDArray[np.bool_]:
+    """Columns of the TRAINING features whose standard deviation exceeds ``tol`` and ``rtol``
+    times the largest one's. Reads no label.
+
+    Dead ReLU units make X^T X singular. A nearly dead one (a spread of 1e-5 of the others')
+    keeps it nearly singular: its condition number, and with it the label-free ridge parameter
+    of :func:`lib.least_squares.ridge_lambda_label_free` (proportional to kappa(X^T X)), grows
+    so large that lambda swamps the data; ``rtol`` (e.g. 1e-3) drops such units too.
+    """
+    sd = _checks.finite_matrix(F, "F").std(axis=0)
+    if not (np.isfinite(rtol) and 0.0 <= rtol < 1.0):
+        raise ValueError(f"rtol must lie in [0, 1); got {rtol!r}")
+    return sd > max(tol, rtol * float(sd.max(initial=0.0)))
 
 
 def attacked_accuracy(

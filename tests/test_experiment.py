@@ -102,6 +102,21 @@ def test_live_columns_drop_constant_features():
     assert experiment.live_columns(F).tolist() == [True, False, False]
 
 
+def test_live_columns_drop_nearly_dead_units_relative_to_the_largest(rng):
+    """A unit with a spread 1e-5 of the others' is kept by the absolute test and dropped with
+    rtol; it is what makes kappa(X^T X), and the label-free lambda, explode."""
+    from lib.least_squares import add_intercept, ridge_lambda_label_free
+
+    F = np.c_[rng.normal(size=(400, 3)) * [1.0, 2.0, 3.0], 5.0 + 1e-5 * rng.normal(size=400)]
+    assert experiment.live_columns(F).tolist() == [True, True, True, True]
+    keep = experiment.live_columns(F, rtol=1e-3)
+    assert keep.tolist() == [True, True, True, False]
+    X, Xk = add_intercept(F), add_intercept(F[:, keep])
+    assert ridge_lambda_label_free(X, 0.1) > 1e6 * ridge_lambda_label_free(Xk, 0.1)
+    with pytest.raises(ValueError, match="rtol"):
+        experiment.live_columns(F, rtol=1.0)
+
+
 def test_undefended_multiclass_attack_matches_direct(rng):
     k, n = 4, 80
     F = rng.normal(size=(n, 3))
