@@ -37,19 +37,27 @@ def test_min_flips_multiclass_matches_brute_force(rng):
             assert ours[j] == best
 
 
-def test_min_flips_multiclass_partial_sort_agrees_with_full_sort(rng):
-    """Only the ``top`` largest gains are sorted; columns needing more fall back to a full
-    sort. A tiny ``top`` forces both paths and must give the same answer as sorting all."""
-    k, n = 4, 300
-    X = rng.normal(size=(n, 3))
-    alpha = kernel_weights(X, rng.normal(size=(40, 3)), 0.5)
-    y = rng.integers(0, k, n)
-    full, pred = min_flips_multiclass(alpha, y, k, top=n)
-    for top in (1, 3, 17):
-        part, pred2 = min_flips_multiclass(alpha, y, k, top=top)
-        np.testing.assert_array_equal(part, full)
-        np.testing.assert_array_equal(pred2, pred)
-    assert (full > 3).any() and (full == 1).any()  # top = 1 and 3 took both paths
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_min_flips_multiclass_grouped_merge_agrees_with_sorting_every_rival(rng, k):
+    """The lazily sorted groups shared by the rivals give the same flips as one sort of all n
+    gains per (test point, rival), also with ties and gaps closed exactly (dyadic weights),
+    zeros, empty classes, a column-ordered alpha and blocks of columns that do not fill a
+    parallel task."""
+    from lib.attacks import _min_flips_multiclass_sorted
+
+    for trial in range(12):
+        n, m = int(rng.integers(1, 400)), int(rng.integers(1, 40))
+        alpha = rng.normal(size=(n, m)) * (1e-3 if trial % 2 else 1.0)
+        if trial % 3 == 0:
+            alpha = np.round(alpha * 8) / 8  # dyadic: exact sums, so gaps closed exactly, ties, zeros
+        y = rng.integers(0, max(1, k - trial % 2), n)  # the last class empty on odd trials
+        if trial % 4 == 1:
+            alpha = np.asfortranarray(alpha)
+        ours, pred = min_flips_multiclass(alpha, y, k)
+        for top in (1, 7, n):
+            ref, pred_ref = _min_flips_multiclass_sorted(alpha, y, k, top=top)
+            np.testing.assert_array_equal(ours, ref)
+            np.testing.assert_array_equal(pred, pred_ref)
 
 
 def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(rng):
@@ -72,6 +80,23 @@ def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(r
                                  cert.log_tail, cert.lam)
     with pytest.raises(AssertionError, match="soundness bug"):
         experiment.attack_certified(F, y, Ft, fake, q, pts, num_classes=k, slack=60)
+
+
+def test_multiclass_smoothed_attack_pruned_rivals_agree_with_searching_every_rival(rng):
+    """Rivals tried closest first and later ones only below the best count so far: the same
+    flips as searching every rival in full (success is monotone along each gap-closing order)."""
+    k, q, n = 4, 0.05, 120
+    centers = rng.normal(size=(k, 3)) * 1.5
+    y = rng.integers(0, k, n)
+    F = centers[y] + rng.normal(size=(n, 3))
+    Ft = centers[rng.integers(0, k, 10)] + rng.normal(size=(10, 3))
+    X, Xt = add_intercept(F), add_intercept(Ft)
+    alpha = kernel_weights(X, Xt, 1e-3 * np.trace(X.T @ X))
+    fast, pred = attack_smoothed_multiclass(alpha, y, q, k, max_flips=n)
+    full, pred_full = attack_smoothed_multiclass(alpha, y, q, k, max_flips=n, prune=False)
+    np.testing.assert_array_equal(fast, full)
+    np.testing.assert_array_equal(pred, pred_full)
+    assert np.isfinite(fast).sum() >= 5 and len(np.unique(fast[np.isfinite(fast)])) >= 3
 
 
 def test_binary_attack_check_fires_on_an_inflated_certificate(rng):
