@@ -349,9 +349,13 @@ def execute(stem: str, params: dict[str, Any], parts: dict[str, str], tree: Tree
     return seconds
 
 
+HIDDEN_TEST = "test-hidden"  # the tag of the autograder's hidden checks (scripts/assignments.py)
+
+
 def _finish_notebook(path: Path, record: dict[str, Any] | None) -> None:
     """Hide the cell papermill injects (the chapter's banner states the values) and, after a
-    successful run, store the record."""
+    successful run, store the record and drop the autograder's hidden checks: they ran and
+    passed, and the notebook a reader downloads from the book must not carry them."""
     if not path.exists():
         return
     nb = nbformat.read(path, as_version=4)
@@ -362,6 +366,7 @@ def _finish_notebook(path: Path, record: dict[str, Any] | None) -> None:
     nb.metadata.pop(RECORD, None)
     if record is not None and not _failed(nb):
         nb.metadata[RECORD] = record
+        nb.cells = [c for c in nb.cells if HIDDEN_TEST not in c.get("metadata", {}).get("tags", [])]
     nbformat.write(nb, path)
 
 

@@ -206,6 +206,33 @@ def test_a_notebook_that_reports_an_error_is_not_up_to_date_even_with_the_right_
     assert build(tree) == ["01_one"]
 
 
+def test_the_executed_notebook_a_reader_downloads_holds_no_hidden_check(tree):
+    """Hidden autograder checks run with the chapter, then leave the notebook the book offers
+    for download; a failed run keeps them (its notebook is for debugging, not rendering)."""
+    for stem in ("01_one", "02_two"):
+        path = tree.sources / f"{stem}.md"
+        path.write_text(path.read_text() + textwrap.dedent("""
+            ```{code-cell} ipython3
+            :tags: [test-hidden, remove-cell]
+
+            assert True  # a hidden check
+            ```
+
+            ```{code-cell} ipython3
+            :tags: [test]
+
+            assert True  # a public check
+            ```
+            """))
+    build(tree, fail={"02_two"})
+
+    def tags(stem):
+        return [c.metadata.get("tags", []) for c in nbformat.read(tree.out / f"{stem}.ipynb", as_version=4).cells]
+
+    assert ["test"] in tags("01_one") and not any("test-hidden" in t for t in tags("01_one"))
+    assert any("test-hidden" in t for t in tags("02_two"))
+
+
 def test_a_deleted_or_unreadable_notebook_is_executed_again(tree):
     build(tree)
     (tree.out / "04_four.ipynb").unlink()
