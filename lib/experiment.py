@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
-from . import _checks
+from . import _checks, style
 from .attacks import (
     attack_logistic_orders,
     attack_smoothed,
@@ -245,23 +245,23 @@ def plot_certified_curves(
     """The paper's figure on one axis: certified accuracy (solid) per q against flips, the
     non-robust accuracy of each smoothed classifier (dashed), the undefended models' attacked
     accuracy and, for binary tasks, the constant classifier at 50% (dotted)."""
-    import matplotlib.pyplot as plt
-
-    colors = plt.cm.viridis(np.linspace(0, 0.85, len(certs)))
-    for (q, c), col in zip(certs.items(), colors):
+    for q, c in certs.items():
+        col = style.q_colour(q)
         ax.plot(radii, 100 * c.certified_accuracy(y_test, radii), color=col, label=f"q = {q}")
         ax.axhline(100 * np.mean(c.pred == y_test), color=col, ls="--", lw=0.8)
     if undefended is not None:
         ls_attacked = attacked_accuracy(undefended.ls_pred, undefended.ls_flips, y_test, radii)
-        ax.plot(radii, 100 * ls_attacked, color="C3", label="undefended least squares (exact attack)")
+        ax.plot(radii, 100 * ls_attacked, color=style.ROLE["undefended"],
+                label="undefended least squares (exact attack)")
         if undefended.lr_flips is not None:
             within = radii <= (lr_max_flips if lr_max_flips is not None else radii.max())
             sub = undefended.lr_points
             ax.plot(radii[within], 100 * attacked_accuracy(undefended.lr_pred[sub], undefended.lr_flips,
                                                            y_test[sub], radii[within]),
-                    color="C1", label=f"undefended logistic regression (App. C attacks, {len(sub)} points)")
+                    color=style.ROLE["attack"],
+                    label=f"undefended logistic regression (App. C attacks, {len(sub)} points)")
     if len(np.unique(y_test)) == 2:
-        ax.axhline(50, color="k", ls=":", lw=0.8, label="constant classifier")
+        ax.axhline(50, color=style.ROLE["chance"], ls=":", lw=0.8, label="constant classifier")
     ax.set_xlabel("training labels flipped by the adversary (per test point)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
