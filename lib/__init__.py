@@ -15,10 +15,12 @@ One module per idea:
 * :mod:`lib.fused` - one-pass float64 kernels of those bounds and the warm starts' histograms (5, 9);
 * :mod:`lib.montecarlo` - exact Monte Carlo votes of the least-squares vote by sparse updates (5);
 * :mod:`lib.data` - the data sets, offline where possible, verified by checksum (2, 4-9);
-* :mod:`lib.features` - label-free feature maps: PCA whitening, network embeddings (4-9);
+* :mod:`lib.features` - label-free feature maps: PCA whitening, networks trained on other
+  classes and their embeddings (4-9);
 * :mod:`lib.training` - the small CNN, Gaussian-noise training, the weight cache (2, 6, 7);
 * :mod:`lib.attacks` - label-flip attacks, the upper bounds beside the certificates (6-9);
-* :mod:`lib.experiment` - the steps the label-flip experiments share (6-9);
+* :mod:`lib.evaluation` - attacked accuracy, the attacks-versus-certificates check, the
+  certified-curves figure (6-9);
 * :mod:`lib.text` - IMDB reviews, word vectors and sentence embeddings (8);
 * :mod:`lib.feature_study` - feature maps compared at radii given as a fraction of n (8);
 * :mod:`lib.style` - the book's one figure style, a fixed colour per q and per sigma;

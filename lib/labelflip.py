@@ -26,7 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _checks
 from .chernoff import chernoff_bound
-from .gaussian import clopper_pearson_lower
+from .gaussian import ABSTAIN, clopper_pearson_lower  # one abstention value for the book
 from .least_squares import add_intercept, kernel_weights, ridge_lambda, ridge_lambda_label_free
 from .neyman_pearson import threshold_table
 
@@ -43,9 +43,9 @@ __all__ = [
     "Certificate",
     "certify",
     "certify_monte_carlo",
+    "certify_tight_and_kl",
 ]
 
-ABSTAIN = -1
 _KL_SAFETY = 1e-9
 
 
@@ -399,3 +399,16 @@ def certify_monte_carlo(
     pred = np.where(certified, c_hat, ABSTAIN).astype(np.int64)
     radius = radius_from_log_tail(log_tail, qf, k, bound=bound, max_radius=Xtr.shape[0])
     return Certificate(pred, radius, log_tail, lam_v)
+
+
+def certify_tight_and_kl(
+    F: NDArray, y: NDArray, Ft: NDArray, q: float, num_classes: int = 2
+) -> tuple[Certificate, Certificate]:
+    """:func:`lib.labelflip.certify` with ``bound='tight'`` and with ``bound='kl'``, from one
+    Chernoff pass: both read their radius off the same log tail (eq. 4 with the Neyman-Pearson
+    construction, and eq. 8 / 25), so the KL certificate is the tight one's predictions and log
+    tails with :func:`lib.labelflip.radius_from_log_tail` (``bound='kl'``, capped at n, as
+    certify caps it). Equal to the two calls of certify."""
+    tight = certify(F, y, Ft, q, bound="tight", num_classes=num_classes)
+    radius = radius_from_log_tail(tight.log_tail, q, num_classes, bound="kl", max_radius=len(y))
+    return tight, Certificate(tight.pred, radius, tight.log_tail, tight.lam)

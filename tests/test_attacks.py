@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from lib import labelflip
-from lib.attacks import attack_smoothed, min_flips_least_squares
+from lib.attacks import (
+    attack_smoothed,
+    attack_smoothed_multiclass,
+    min_flips_least_squares,
+    min_flips_multiclass,
+)
 from lib.least_squares import add_intercept, kernel_weights
 
 
@@ -398,3 +403,66 @@ def test_attack_arguments_are_checked(rng):
     with pytest.raises(ValueError, match="Xt"):
         attack_logistic_orders(X, y, X[:2, :2], 5)
     assert np.isinf(attack_smoothed(alpha, y, 0.1, max_flips=0)[0]).all()
+
+
+def _changed(alpha_col, labels, k, p):
+    s = np.array([alpha_col[labels == c].sum() for c in range(k)])
+    return any(s[r] >= s[p] for r in range(k) if r != p)
+
+
+def test_min_flips_multiclass_matches_brute_force(rng):
+    k = 3
+    for _ in range(25):
+        n = int(rng.integers(3, 7))
+        X = rng.normal(size=(n, 2))
+        alpha = kernel_weights(X, rng.normal(size=(2, 2)) * 2, 0.3)
+        y = rng.integers(0, k, n)
+        ours, pred = min_flips_multiclass(alpha, y, k)
+        for j in range(2):
+            best = np.inf
+            for lab in itertools.product(range(k), repeat=n):
+                lab = np.array(lab)
+                d = int((lab != y).sum())
+                if d < best and d > 0 and _changed(alpha[:, j], lab, k, pred[j]):
+                    best = d
+            assert ours[j] == best
+
+
+@pytest.mark.parametrize("k", [2, 3, 10])
+def test_min_flips_multiclass_grouped_merge_agrees_with_sorting_every_rival(rng, k):
+    """The lazily sorted groups shared by the rivals give the same flips as one sort of all n
+    gains per (test point, rival), also with ties and gaps closed exactly (dyadic weights),
+    zeros, empty classes, a column-ordered alpha and blocks of columns that do not fill a
+    parallel task."""
+    from lib.attacks import _min_flips_multiclass_sorted
+
+    for trial in range(12):
+        n, m = int(rng.integers(1, 400)), int(rng.integers(1, 40))
+        alpha = rng.normal(size=(n, m)) * (1e-3 if trial % 2 else 1.0)
+        if trial % 3 == 0:
+            alpha = np.round(alpha * 8) / 8  # dyadic: exact sums, so gaps closed exactly, ties, zeros
+        y = rng.integers(0, max(1, k - trial % 2), n)  # the last class empty on odd trials
+        if trial % 4 == 1:
+            alpha = np.asfortranarray(alpha)
+        ours, pred = min_flips_multiclass(alpha, y, k)
+        for top in (1, 7, n):
+            ref, pred_ref = _min_flips_multiclass_sorted(alpha, y, k, top=top)
+            np.testing.assert_array_equal(ours, ref)
+            np.testing.assert_array_equal(pred, pred_ref)
+
+
+def test_multiclass_smoothed_attack_pruned_rivals_agree_with_searching_every_rival(rng):
+    """Rivals tried closest first and later ones only below the best count so far: the same
+    flips as searching every rival in full (success is monotone along each gap-closing order)."""
+    k, q, n = 4, 0.05, 120
+    centers = rng.normal(size=(k, 3)) * 1.5
+    y = rng.integers(0, k, n)
+    F = centers[y] + rng.normal(size=(n, 3))
+    Ft = centers[rng.integers(0, k, 10)] + rng.normal(size=(10, 3))
+    X, Xt = add_intercept(F), add_intercept(Ft)
+    alpha = kernel_weights(X, Xt, 1e-3 * np.trace(X.T @ X))
+    fast, pred = attack_smoothed_multiclass(alpha, y, q, k, max_flips=n)
+    full, pred_full = attack_smoothed_multiclass(alpha, y, q, k, max_flips=n, prune=False)
+    np.testing.assert_array_equal(fast, full)
+    np.testing.assert_array_equal(pred, pred_full)
+    assert np.isfinite(fast).sum() >= 5 and len(np.unique(fast[np.isfinite(fast)])) >= 3

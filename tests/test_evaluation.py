@@ -1,63 +1,15 @@
-"""The shared experiment steps: multi-class exact attacks against brute force; attacks never beat
+"""What the experiment chapters measure: attacks never beat
 certificates (and the check does fire on an inflated certificate); attacked accuracy."""
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
-from lib import experiment, labelflip
-from lib.attacks import attack_smoothed_multiclass, min_flips_multiclass
+from lib import evaluation, features, labelflip
+from lib.attacks import attack_smoothed_multiclass
 from lib.chernoff import chernoff_bound
 from lib.least_squares import add_intercept, kernel_weights
-
-
-def _changed(alpha_col, labels, k, p):
-    s = np.array([alpha_col[labels == c].sum() for c in range(k)])
-    return any(s[r] >= s[p] for r in range(k) if r != p)
-
-
-def test_min_flips_multiclass_matches_brute_force(rng):
-    k = 3
-    for _ in range(25):
-        n = int(rng.integers(3, 7))
-        X = rng.normal(size=(n, 2))
-        alpha = kernel_weights(X, rng.normal(size=(2, 2)) * 2, 0.3)
-        y = rng.integers(0, k, n)
-        ours, pred = min_flips_multiclass(alpha, y, k)
-        for j in range(2):
-            best = np.inf
-            for lab in itertools.product(range(k), repeat=n):
-                lab = np.array(lab)
-                d = int((lab != y).sum())
-                if d < best and d > 0 and _changed(alpha[:, j], lab, k, pred[j]):
-                    best = d
-            assert ours[j] == best
-
-
-@pytest.mark.parametrize("k", [2, 3, 10])
-def test_min_flips_multiclass_grouped_merge_agrees_with_sorting_every_rival(rng, k):
-    """The lazily sorted groups shared by the rivals give the same flips as one sort of all n
-    gains per (test point, rival), also with ties and gaps closed exactly (dyadic weights),
-    zeros, empty classes, a column-ordered alpha and blocks of columns that do not fill a
-    parallel task."""
-    from lib.attacks import _min_flips_multiclass_sorted
-
-    for trial in range(12):
-        n, m = int(rng.integers(1, 400)), int(rng.integers(1, 40))
-        alpha = rng.normal(size=(n, m)) * (1e-3 if trial % 2 else 1.0)
-        if trial % 3 == 0:
-            alpha = np.round(alpha * 8) / 8  # dyadic: exact sums, so gaps closed exactly, ties, zeros
-        y = rng.integers(0, max(1, k - trial % 2), n)  # the last class empty on odd trials
-        if trial % 4 == 1:
-            alpha = np.asfortranarray(alpha)
-        ours, pred = min_flips_multiclass(alpha, y, k)
-        for top in (1, 7, n):
-            ref, pred_ref = _min_flips_multiclass_sorted(alpha, y, k, top=top)
-            np.testing.assert_array_equal(ours, ref)
-            np.testing.assert_array_equal(pred, pred_ref)
 
 
 def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(rng):
@@ -68,7 +20,7 @@ def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(r
     Ft = centers[rng.integers(0, k, 12)] + rng.normal(size=(12, 4))
     cert = labelflip.certify(F, y, Ft, q, num_classes=k)
     pts = np.arange(12)
-    flips = experiment.attack_certified(F, y, Ft, cert, q, pts, num_classes=k, slack=60)
+    flips = evaluation.attack_certified(F, y, Ft, cert, q, pts, num_classes=k, slack=60)
     assert np.all(flips > cert.radius)
     assert np.isfinite(flips).sum() >= 6  # the attack does find changes
     # recompute one attack by hand: the reported number of flips does certify another class
@@ -79,24 +31,7 @@ def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(r
     fake = labelflip.Certificate(cert.pred, np.where(np.isfinite(flips), flips.astype(int), cert.radius),
                                  cert.log_tail, cert.lam)
     with pytest.raises(AssertionError, match="soundness bug"):
-        experiment.attack_certified(F, y, Ft, fake, q, pts, num_classes=k, slack=60)
-
-
-def test_multiclass_smoothed_attack_pruned_rivals_agree_with_searching_every_rival(rng):
-    """Rivals tried closest first and later ones only below the best count so far: the same
-    flips as searching every rival in full (success is monotone along each gap-closing order)."""
-    k, q, n = 4, 0.05, 120
-    centers = rng.normal(size=(k, 3)) * 1.5
-    y = rng.integers(0, k, n)
-    F = centers[y] + rng.normal(size=(n, 3))
-    Ft = centers[rng.integers(0, k, 10)] + rng.normal(size=(10, 3))
-    X, Xt = add_intercept(F), add_intercept(Ft)
-    alpha = kernel_weights(X, Xt, 1e-3 * np.trace(X.T @ X))
-    fast, pred = attack_smoothed_multiclass(alpha, y, q, k, max_flips=n)
-    full, pred_full = attack_smoothed_multiclass(alpha, y, q, k, max_flips=n, prune=False)
-    np.testing.assert_array_equal(fast, full)
-    np.testing.assert_array_equal(pred, pred_full)
-    assert np.isfinite(fast).sum() >= 5 and len(np.unique(fast[np.isfinite(fast)])) >= 3
+        evaluation.attack_certified(F, y, Ft, fake, q, pts, num_classes=k, slack=60)
 
 
 def test_binary_attack_check_fires_on_an_inflated_certificate(rng):
@@ -104,27 +39,27 @@ def test_binary_attack_check_fires_on_an_inflated_certificate(rng):
     y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
     Xt = rng.normal(size=(10, 3))
     cert = labelflip.certify(X, y, Xt, 0.1)
-    flips = experiment.attack_certified(X, y, Xt, cert, 0.1, np.arange(10), slack=80)
+    flips = evaluation.attack_certified(X, y, Xt, cert, 0.1, np.arange(10), slack=80)
     assert np.all(flips > cert.radius) and np.isfinite(flips).any()
     fake = labelflip.Certificate(cert.pred, np.where(np.isfinite(flips), flips, cert.radius).astype(int),
                                  cert.log_tail, cert.lam)
     with pytest.raises(AssertionError, match="soundness bug"):
-        experiment.attack_certified(X, y, Xt, fake, 0.1, np.arange(10), slack=80)
+        evaluation.attack_certified(X, y, Xt, fake, 0.1, np.arange(10), slack=80)
 
 
 def test_attacked_accuracy_and_crossing():
     pred, truth = np.array([1, 1, 0, 0]), np.array([1, 1, 0, 1])
     needed = np.array([3.0, 1.0, np.inf, 2.0])
     r = np.arange(5)
-    acc = experiment.attacked_accuracy(pred, needed, truth, r)
+    acc = evaluation.attacked_accuracy(pred, needed, truth, r)
     np.testing.assert_allclose(acc, [0.75, 0.5, 0.5, 0.25, 0.25])
-    assert experiment.first_below(acc, r, 0.5) == 3
-    assert experiment.first_below(acc, r, 0.1) is None
+    assert evaluation.first_below(acc, r, 0.5) == 3
+    assert evaluation.first_below(acc, r, 0.1) is None
 
 
 def test_live_columns_drop_constant_features():
     F = np.c_[np.arange(5.0), np.zeros(5), np.ones(5) * 3]
-    assert experiment.live_columns(F).tolist() == [True, False, False]
+    assert features.live_columns(F).tolist() == [True, False, False]
 
 
 def test_live_columns_drop_nearly_dead_units_relative_to_the_largest(rng):
@@ -133,13 +68,13 @@ def test_live_columns_drop_nearly_dead_units_relative_to_the_largest(rng):
     from lib.least_squares import add_intercept, ridge_lambda_label_free
 
     F = np.c_[rng.normal(size=(400, 3)) * [1.0, 2.0, 3.0], 5.0 + 1e-5 * rng.normal(size=400)]
-    assert experiment.live_columns(F).tolist() == [True, True, True, True]
-    keep = experiment.live_columns(F, rtol=1e-3)
+    assert features.live_columns(F).tolist() == [True, True, True, True]
+    keep = features.live_columns(F, rtol=1e-3)
     assert keep.tolist() == [True, True, True, False]
     X, Xk = add_intercept(F), add_intercept(F[:, keep])
     assert ridge_lambda_label_free(X, 0.1) > 1e6 * ridge_lambda_label_free(Xk, 0.1)
     with pytest.raises(ValueError, match="rtol"):
-        experiment.live_columns(F, rtol=1.0)
+        features.live_columns(F, rtol=1.0)
 
 
 def test_undefended_multiclass_attack_matches_direct(rng):
@@ -147,7 +82,7 @@ def test_undefended_multiclass_attack_matches_direct(rng):
     F = rng.normal(size=(n, 3))
     y = rng.integers(0, k, n)
     Ft = rng.normal(size=(5, 3))
-    und = experiment.attack_undefended(F, y, Ft, num_classes=k)
+    und = evaluation.attack_undefended(F, y, Ft, num_classes=k)
     X, Xt = add_intercept(F), add_intercept(Ft)
     alpha = kernel_weights(X, Xt, 1e-6 * np.trace(X.T @ X) / X.shape[1])
     onehot = np.eye(k)[y]
@@ -163,7 +98,7 @@ def test_certify_tight_and_kl_equals_the_two_certify_calls(rng):
     y = (F[:, 0] + 0.4 * rng.normal(size=300) > 0).astype(int)
     Ft = rng.normal(size=(40, 3))
     for q in (0.01, 0.2):
-        tight, kl = experiment.certify_tight_and_kl(F, y, Ft, q)
+        tight, kl = labelflip.certify_tight_and_kl(F, y, Ft, q)
         for got, bound in ((tight, "tight"), (kl, "kl")):
             ref = labelflip.certify(F, y, Ft, q, bound=bound)
             np.testing.assert_array_equal(got.pred, ref.pred)
@@ -182,12 +117,12 @@ def test_distance_order_never_beats_the_greedy_attack_on_the_smoothed_classifier
     for q in (0.02, 0.15):
         cert = labelflip.certify(F, y, Ft, q)
         pts = np.arange(30)
-        greedy = experiment.attack_certified(F, y, Ft, cert, q, pts, slack=80)
-        both = experiment.attack_certified(F, y, Ft, cert, q, pts, slack=80, distance_order=True)
+        greedy = evaluation.attack_certified(F, y, Ft, cert, q, pts, slack=80)
+        both = evaluation.attack_certified(F, y, Ft, cert, q, pts, slack=80, distance_order=True)
         np.testing.assert_array_equal(greedy, both)
         assert np.isfinite(greedy).sum() >= 10
     with pytest.raises(ValueError, match="distance_order"):
-        experiment.attack_certified(F, y, Ft, cert, q, pts, distance_order=1)
+        evaluation.attack_certified(F, y, Ft, cert, q, pts, distance_order=1)
 
 
 def test_undefended_logistic_attacks_equal_the_best_of_the_three_orders(rng):
@@ -196,7 +131,7 @@ def test_undefended_logistic_attacks_equal_the_best_of_the_three_orders(rng):
     F = rng.normal(size=(180, 3))
     y = (F[:, 0] + 0.4 * rng.normal(size=180) > 0).astype(int)
     Ft = rng.normal(size=(8, 3)) * 0.5
-    und = experiment.attack_undefended(F, y, Ft, attack_points=6, attack_max_flips=40)
+    und = evaluation.attack_undefended(F, y, Ft, attack_points=6, attack_max_flips=40)
     X, Xt = add_intercept(F), add_intercept(Ft[:6])
     orders = ("distance", "distance_reverse", "influence")
     best = np.min([attack_logistic(X, y, Xt, 40, order=o) for o in orders], axis=0)
@@ -215,6 +150,6 @@ def test_embedding_in_inference_mode_equals_the_plain_forward(rng):
     images = rng.integers(0, 256, size=(7, 28, 28)).astype(np.uint8)
     with torch.no_grad():
         ref = net.embed(torch.as_tensor(images, dtype=torch.float32) / 255.0).double().numpy()
-    np.testing.assert_array_equal(experiment.embed(net, images), ref)
+    np.testing.assert_array_equal(features.embed(net, images), ref)
     # in batches: the same up to float32 rounding (the kernels may sum in another order)
-    np.testing.assert_allclose(experiment.embed(net, images, batch=3), ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features.embed(net, images, batch=3), ref, rtol=1e-5, atol=1e-6)
