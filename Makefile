@@ -72,8 +72,9 @@ test: $(STAMP) system-packages  ## every check: lint, unit tests, all chapters u
 	$(MAKE) book PROFILE=ci
 	$(MAKE) book-test
 
-lint: $(STAMP)  ## ruff on lib/, tests/, scripts/ and on the chapters' code cells (notebooks/*.md)
+lint: $(STAMP)  ## ruff (check and format) on lib/, tests/, scripts/ and on the chapters' code cells (notebooks/*.md)
 	$(BIN)/ruff check lib tests scripts
+	$(BIN)/ruff format --check lib tests scripts
 	$(BIN)/python scripts/lint_notebooks.py
 
 unit-test: $(STAMP)  ## the library's tests only

@@ -42,8 +42,15 @@ from tqdm import tqdm
 from . import _checks
 from .chernoff import chernoff_bound
 
-__all__ = ["min_flips_least_squares", "attack_smoothed", "logistic_fit", "attack_logistic",
-           "attack_logistic_orders", "min_flips_multiclass", "attack_smoothed_multiclass"]
+__all__ = [
+    "min_flips_least_squares",
+    "attack_smoothed",
+    "logistic_fit",
+    "attack_logistic",
+    "attack_logistic_orders",
+    "min_flips_multiclass",
+    "attack_smoothed_multiclass",
+]
 
 LOG_HALF = float(np.log(0.5))
 
@@ -58,6 +65,8 @@ def _one_blas_thread():
     (problems x n by n x k), where a second BLAS thread mostly waits for the first: on a busy
     machine each product then waits for a time slice, and the refits ran ten times slower."""
     return _threadpool_limits(limits=1, user_api="blas") if _threadpool_limits is not None else nullcontext()
+
+
 _CHUNK_ENTRIES = 4_000_000  # weights per batched Chernoff call, labels per batch of refits (32 MB in float64)
 
 
@@ -109,8 +118,14 @@ def min_flips_least_squares(alpha: ArrayLike, y: ArrayLike) -> NDArray[np.float6
 
 
 def attack_smoothed(
-    alpha: ArrayLike, y: ArrayLike, q: float, max_flips: int, order: NDArray | None = None,
-    *, chunk_entries: int = _CHUNK_ENTRIES, progress: bool = True,
+    alpha: ArrayLike,
+    y: ArrayLike,
+    q: float,
+    max_flips: int,
+    order: NDArray | None = None,
+    *,
+    chunk_entries: int = _CHUNK_ENTRIES,
+    progress: bool = True,
 ) -> tuple[NDArray, NDArray]:
     r"""Attack the smoothed (Chernoff) prediction, up to ``max_flips`` flips.
 
@@ -164,16 +179,26 @@ def attack_smoothed(
     flips = np.full(m, np.inf)
     group = max(1, chunk_entries // max(n, 1))
     starts = range(0, m, group)
-    for s in tqdm(starts, desc=f"attacks on the smoothed classifier (q = {qf})", leave=False,
-                  **({} if progress and len(starts) > 1 else {"disable": True})):
+    for s in tqdm(
+        starts,
+        desc=f"attacks on the smoothed classifier (q = {qf})",
+        leave=False,
+        **({} if progress and len(starts) > 1 else {"disable": True}),
+    ):
         cols = slice(s, min(s + group, m))
-        flips[cols] = _attack_group(a[:, cols], yv, qf, base.pred[cols], max_flips,
-                                    None if greedy else order[:, cols], chunk_entries)
+        flips[cols] = _attack_group(
+            a[:, cols], yv, qf, base.pred[cols], max_flips, None if greedy else order[:, cols], chunk_entries
+        )
     return flips, base.pred
 
 
 def _attack_group(
-    a: NDArray, yv: NDArray, q: float, base_pred: NDArray, max_flips: int, order: NDArray | None,
+    a: NDArray,
+    yv: NDArray,
+    q: float,
+    base_pred: NDArray,
+    max_flips: int,
+    order: NDArray | None,
     chunk_entries: int,
 ) -> NDArray[np.float64]:
     """:func:`attack_smoothed` on a group of test columns."""
@@ -226,7 +251,13 @@ def _attack_group(
 
 
 def _bounds_after_flips(
-    a: NDArray, yv: NDArray, q: float, cols: NDArray, rs: NDArray, order: NDArray, ones: NDArray,
+    a: NDArray,
+    yv: NDArray,
+    q: float,
+    cols: NDArray,
+    rs: NDArray,
+    order: NDArray,
+    ones: NDArray,
     chunk_entries: int,
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """(pred, log_tail) of :func:`lib.chernoff.chernoff_bound` for column ``cols[p]`` of ``a``
@@ -363,8 +394,9 @@ def _proven_success(changed: Callable[[int], bool], cap: int, monotone: bool = F
     changed can be True early and False at cap, so they keep the plain search.
     The search itself is :func:`_search`; :func:`_run_searches` runs many of them at once.
     """
-    return _run_searches([_search(cap, monotone)],
-                         lambda idx, rs: np.array([changed(int(r)) for r in rs], dtype=bool))[0]
+    return _run_searches(
+        [_search(cap, monotone)], lambda idx, rs: np.array([changed(int(r)) for r in rs], dtype=bool)
+    )[0]
 
 
 def _logistic_loss(X: NDArray, y: NDArray, w: NDArray, l2: float) -> float:
@@ -443,7 +475,12 @@ def _hessian_products(X: NDArray) -> NDArray | None:
 
 
 def _newton_steps_cg(
-    X: NDArray, S: NDArray, G: NDArray, ridge: float, factor, tol: NDArray | float = 1e-12,
+    X: NDArray,
+    S: NDArray,
+    G: NDArray,
+    ridge: float,
+    factor,
+    tol: NDArray | float = 1e-12,
     max_iter: int | None = None,
 ) -> NDArray[np.float64]:
     """Solve (X^T diag(S[p]) X + ridge I) step = G[p] for every row p by conjugate gradients
@@ -479,8 +516,14 @@ def _newton_steps_cg(
 
 
 def _logistic_fit_many(
-    X: NDArray, Y: NDArray, l2: float, W0: NDArray, H0: NDArray | None = None,
-    products: NDArray | None = None, iters: int = 50, test: NDArray | None = None,
+    X: NDArray,
+    Y: NDArray,
+    l2: float,
+    W0: NDArray,
+    H0: NDArray | None = None,
+    products: NDArray | None = None,
+    iters: int = 50,
+    test: NDArray | None = None,
     at_h0: NDArray | None = None,
 ) -> NDArray[np.float64]:
     """:func:`logistic_fit` for every row of the labels ``Y`` (P, n) at once, row p started at
@@ -560,7 +603,8 @@ def _logistic_fit_many(
         new_prob = np.empty_like(P)
         while trial.size:  # backtracking, per problem
             new_loss[trial], new_prob[trial] = _logistic_losses(
-                X, Ya[trial], Wa[trial] - eta[trial, None] * step[trial], l2)
+                X, Ya[trial], Wa[trial] - eta[trial, None] * step[trial], l2
+            )
             ok = (new_loss[trial] <= loss[active[trial]]) | (eta[trial] < 1e-10)
             trial = trial[~ok]
             eta[trial] *= 0.5
@@ -594,8 +638,15 @@ def attack_logistic(
 
 
 def attack_logistic_orders(
-    X: ArrayLike, y: ArrayLike, Xt: ArrayLike, max_flips: int, l2: float = 1e-3,
-    orders: Sequence[str] = _LOGISTIC_ORDERS, *, chunk_entries: int = _CHUNK_ENTRIES, progress: bool = True,
+    X: ArrayLike,
+    y: ArrayLike,
+    Xt: ArrayLike,
+    max_flips: int,
+    l2: float = 1e-3,
+    orders: Sequence[str] = _LOGISTIC_ORDERS,
+    *,
+    chunk_entries: int = _CHUNK_ENTRIES,
+    progress: bool = True,
 ) -> dict[str, NDArray[np.float64]]:
     """:func:`attack_logistic` for several orders at once: {order: flips}, each exactly what
     :func:`attack_logistic` returns for that order.
@@ -639,8 +690,9 @@ def attack_logistic_orders(
             points.append(j)
     points_a = np.asarray(points, dtype=np.int64)
     products = _hessian_products(Xa)
-    bar = tqdm(desc="logistic-regression attacks (refits)", leave=False,
-               **({} if progress else {"disable": True}))
+    bar = tqdm(
+        desc="logistic-regression attacks (refits)", leave=False, **({} if progress else {"disable": True})
+    )
 
     # the weights each search got at each number of flips it tried: a refit starts from those of
     # the nearest number tried (0: the clean fit), whose labels differ in the fewest places
@@ -714,8 +766,14 @@ def min_flips_multiclass(alpha: ArrayLike, y: ArrayLike, num_classes: int) -> tu
     scores, pred = _multiclass_scores(a, yv, k)
     gap = scores[np.arange(a.shape[1]), pred][:, None] - scores  # (m, K), >= 0
     flips = np.empty(a.shape[1])
-    _fewest_multiclass_kernel(np.ascontiguousarray(a), yv.astype(np.int64), pred.astype(np.int64),
-                              np.ascontiguousarray(gap), k, flips)
+    _fewest_multiclass_kernel(
+        np.ascontiguousarray(a),
+        yv.astype(np.int64),
+        pred.astype(np.int64),
+        np.ascontiguousarray(gap),
+        k,
+        flips,
+    )
     return flips, pred
 
 

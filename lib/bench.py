@@ -205,12 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     paths = bench_chernoff_paths()
     print("Chernoff bounds: the fused float64 kernels against the array forms, same inputs, same run")
     for r in paths:
-        print(f"  {r['path']:<40} array {r['array_s']:8.3f} s   fused {r['fused_s']:8.3f} s"
-              f"   x{r['speed_up']:.1f}")
+        print(
+            f"  {r['path']:<40} array {r['array_s']:8.3f} s   fused {r['fused_s']:8.3f} s"
+            f"   x{r['speed_up']:.1f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"labelflip": rows, "gaussian": gauss, "certify_mnist": mnist,
-                       "chernoff_paths": paths}, f, indent=2)
+            json.dump(
+                {"labelflip": rows, "gaussian": gauss, "certify_mnist": mnist, "chernoff_paths": paths},
+                f,
+                indent=2,
+            )
         print(f"written to {args.json}")
     return 0
 

@@ -150,8 +150,14 @@ def _binary_coefficients(y: NDArray, q: float) -> tuple[NDArray[np.float64], NDA
 
 
 def _safeguarded_newton(
-    derivatives, t: NDArray, bracket: tuple[NDArray, NDArray], lower: NDArray, upper: NDArray, scale: NDArray,
-    max_iter: int, tol: float,
+    derivatives,
+    t: NDArray,
+    bracket: tuple[NDArray, NDArray],
+    lower: NDArray,
+    upper: NDArray,
+    scale: NDArray,
+    max_iter: int,
+    tol: float,
 ) -> tuple[NDArray, NDArray]:
     """Vectorised safeguarded Newton for m independent convex problems in one variable each.
 
@@ -233,7 +239,9 @@ def _newton_binary(
     def derivatives(active: NDArray, t: NDArray) -> tuple[NDArray, NDArray]:
         full = active.size == m
         A = a32 if full else a32[:, active]
-        sig = expit((c32 if full or c32.shape[1] == 1 else c32[:, active]) - A * t.astype(np.float32)[None, :])
+        sig = expit(
+            (c32 if full or c32.shape[1] == 1 else c32[:, active]) - A * t.astype(np.float32)[None, :]
+        )
         g = half[active] - np.einsum("ij,ij->j", wa if full else wa[:, active], sig, dtype=np.float64)
         sig *= 1.0 - sig
         return g, np.einsum("ij,ij->j", A2 if full else A2[:, active], sig, dtype=np.float64)
@@ -259,8 +267,9 @@ def _binned_start(alpha: NDArray, y: NDArray, c: NDArray, max_iter: int) -> NDAr
     """
     counts, sums = fused.histogram(alpha, y, 2, _BINS, signed=True)  # (2 * _BINS, m): label 0, then 1
     mean = sums / np.maximum(counts, 1)
-    c_bins = np.repeat(np.array([c[y == 0][0] if np.any(y == 0) else 0.0,
-                                 c[y == 1][0] if np.any(y == 1) else 0.0]), _BINS)
+    c_bins = np.repeat(
+        np.array([c[y == 0][0] if np.any(y == 0) else 0.0, c[y == 1][0] if np.any(y == 1) else 0.0]), _BINS
+    )
     t0, _ = _newton_binary(mean, c_bins, max_iter, 1e-4, weights=counts.astype(np.float32))
     return t0
 
@@ -380,7 +389,9 @@ def chernoff_bound(
     # (n, chunk) histograms for the warm start; (n, chunk * (K-1)) work arrays without it
     chunk = max(1, int((2e7 if warm else 4e6 / (k - 1)) // max(a.shape[0], 1)))
     parts = [_multiclass(a[:, s : s + chunk], yv, qf, k, max_iter, tol, warm) for s in range(0, m, chunk)]
-    res = ChernoffResult(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("pred", "log_tail", "t", "iterations")))
+    res = ChernoffResult(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in ("pred", "log_tail", "t", "iterations"))
+    )
     pred = _exact_where_uncertified(res.pred, res.log_tail, a, yv, qf, k)
     return ChernoffResult(pred, res.log_tail, res.t, res.iterations)
 
@@ -396,7 +407,7 @@ def _exact_vote(alpha: NDArray, y: NDArray, q: float, k: int) -> int | None:
     class of largest G_c.
     """
     support = np.nonzero(alpha)[0]
-    if k ** support.size > _EXACT_VOTE_OUTCOMES:
+    if k**support.size > _EXACT_VOTE_OUTCOMES:
         return None
     qf = Fraction(q)
     keep, other = 1 - qf, qf / (k - 1)
@@ -418,7 +429,9 @@ def _exact_vote(alpha: NDArray, y: NDArray, q: float, k: int) -> int | None:
     return G.index(max(G))
 
 
-def _exact_where_uncertified(pred: NDArray, log_tail: NDArray, a: NDArray, y: NDArray, q: float, k: int) -> NDArray:
+def _exact_where_uncertified(
+    pred: NDArray, log_tail: NDArray, a: NDArray, y: NDArray, q: float, k: int
+) -> NDArray:
     """Replace ``pred`` by the exact g (:func:`_exact_vote`) in the uncertified columns whose
     weights have few non-zero entries; elsewhere leave it."""
     pred = np.array(pred, dtype=np.int64)
@@ -464,12 +477,15 @@ def _pair_probs(yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> tuple[
     f64 = torch.float64
     p_plus = torch.where(is_c, torch.tensor(1.0 - q, dtype=f64), torch.tensor(off, dtype=f64))
     p_minus = torch.where(is_r, torch.tensor(1.0 - q, dtype=f64), torch.tensor(off, dtype=f64))
-    p_zero = torch.where(is_c | is_r, torch.tensor(q * (k - 2) / (k - 1), dtype=f64),
-                         torch.tensor(1.0 - 2.0 * off, dtype=f64))
+    p_zero = torch.where(
+        is_c | is_r, torch.tensor(q * (k - 2) / (k - 1), dtype=f64), torch.tensor(1.0 - 2.0 * off, dtype=f64)
+    )
     return p_plus, p_zero, p_minus
 
 
-def _pair_terms(a: NDArray, yv: NDArray, c: NDArray, r: NDArray, q: float, k: int) -> tuple[torch.Tensor, ...]:
+def _pair_terms(
+    a: NDArray, yv: NDArray, c: NDArray, r: NDArray, q: float, k: int
+) -> tuple[torch.Tensor, ...]:
     """Eq. (24) rewritten for t >= 0 with one exponential per term and nothing that overflows.
 
     Each term log(p+ e^{-t a_j} + p0 + p- e^{t a_j}) equals
@@ -611,7 +627,9 @@ def _multiclass_binned_start(
     s = np.where(cm > 0, np.ldexp(1.0, np.frexp(np.where(cm > 0, cm, 1.0))[1]), 1.0)
     mean_s = (mean / torch.from_numpy(s)[None, :]).to(torch.float32)
     w32 = w.to(torch.float32)
-    near, far, p0 = (torch.from_numpy(np.repeat(x, _BINS)[:, None]).to(torch.float32) for x in _category_probs(q, k))
+    near, far, p0 = (
+        torch.from_numpy(np.repeat(x, _BINS)[:, None]).to(torch.float32) for x in _category_probs(q, k)
+    )
     work = (mean_s, w32 * mean_s, w32 * mean_s * mean_s, near, far, p0)
     scale = 1.0 / np.maximum(cm / s, 1e-300)
     t, _ = _pair_newton(work, np.zeros(cols.numel()), scale, max_iter, 1e-4)
@@ -639,7 +657,9 @@ def _multiclass(
         t = _multiclass_binned_start(a, yv, pred, rivals, q, k, max_iter)
         log_b, step = fused.pair_log_bound(a, yv, cols, pc, pr, t, q, k, with_step=True)
         col_max = (np.abs(a).max(axis=0) if n else np.zeros(m))[cols]
-        need = np.nonzero(~(np.abs(step) <= max(tol, 1e-4) * (np.abs(t) + 1.0 / np.maximum(col_max, 1e-300))))[0]
+        need = np.nonzero(
+            ~(np.abs(step) <= max(tol, 1e-4) * (np.abs(t) + 1.0 / np.maximum(col_max, 1e-300)))
+        )[0]
         iters = np.ones(cols.size, dtype=np.int64)
         per = max(1, int(4e6 // max(n, 1)))  # pairs per exact Newton batch: (n, per) work arrays
         for s0 in range(0, need.size, per):
@@ -663,8 +683,16 @@ def _multiclass(
 
 
 def _pair_newton_exact(
-    a: NDArray, yv: NDArray, cols: NDArray, pc: NDArray, pr: NDArray, q: float, k: int, max_iter: int,
-    tol: float, t0: NDArray | None = None,
+    a: NDArray,
+    yv: NDArray,
+    cols: NDArray,
+    pc: NDArray,
+    pr: NDArray,
+    q: float,
+    k: int,
+    max_iter: int,
+    tol: float,
+    t0: NDArray | None = None,
 ) -> tuple[NDArray, NDArray]:
     """Newton on the full pair problems (column ``cols[p]`` of ``a``, class ``pc[p]``, rival
     ``pr[p]``) from ``t0`` (default 0), in float32 on |a| / s, s a power of two near each

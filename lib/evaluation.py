@@ -25,8 +25,14 @@ from .attacks import (
 from .labelflip import Certificate
 from .least_squares import add_intercept, kernel_weights
 
-__all__ = ["attacked_accuracy", "first_below", "Undefended", "attack_undefended", "attack_certified",
-           "plot_certified_curves"]
+__all__ = [
+    "attacked_accuracy",
+    "first_below",
+    "Undefended",
+    "attack_undefended",
+    "attack_certified",
+    "plot_certified_curves",
+]
 
 
 def attacked_accuracy(
@@ -78,7 +84,7 @@ def attack_undefended(
     step = max(1, chunk_entries // X.shape[0])
     preds, flips = [], []
     for s in range(0, Xt.shape[0], step):
-        alpha = kernel_weights(X, Xt[s:s + step], lam)
+        alpha = kernel_weights(X, Xt[s : s + step], lam)
         if num_classes > 2:
             f, p = min_flips_multiclass(alpha, y, num_classes)
         else:
@@ -88,8 +94,9 @@ def attack_undefended(
     out = Undefended(np.concatenate(preds).astype(np.int64), np.concatenate(flips))
     if num_classes == 2 and attack_points > 0:
         sub = np.arange(min(attack_points, len(Ft)))
-        found = attack_logistic_orders(X, y, Xt[sub], attack_max_flips,
-                                       orders=("distance", "distance_reverse", "influence"))
+        found = attack_logistic_orders(
+            X, y, Xt[sub], attack_max_flips, orders=("distance", "distance_reverse", "influence")
+        )
         best = np.min(list(found.values()), axis=0)
         w = logistic_fit(X, y.astype(float))
         out.lr_pred, out.lr_flips, out.lr_points = (Xt @ w >= 0).astype(np.int64), best, sub
@@ -97,8 +104,16 @@ def attack_undefended(
 
 
 def attack_certified(
-    F: NDArray, y: NDArray, Ft: NDArray, cert: Certificate, q: float, points: NDArray,
-    num_classes: int = 2, slack: int = 30, *, distance_order: bool = False,
+    F: NDArray,
+    y: NDArray,
+    Ft: NDArray,
+    cert: Certificate,
+    q: float,
+    points: NDArray,
+    num_classes: int = 2,
+    slack: int = 30,
+    *,
+    distance_order: bool = False,
 ) -> NDArray[np.float64]:
     """Attack the smoothed classifier on the test points ``points`` (with the certificate's lambda)
     and return the flips each proven attack needed (inf: none found within radius + ``slack``).
@@ -134,8 +149,10 @@ def attack_certified(
         raise AssertionError("the attack's smoothed prediction differs from the certificate's")
     bad = np.flatnonzero(flips <= cert.radius[points])
     if bad.size:
-        raise AssertionError(f"attacks changed certified predictions within their radius at test points "
-                             f"{points[bad].tolist()}: soundness bug")
+        raise AssertionError(
+            f"attacks changed certified predictions within their radius at test points "
+            f"{points[bad].tolist()}: soundness bug"
+        )
     return flips
 
 
@@ -157,15 +174,22 @@ def plot_certified_curves(
         ax.axhline(100 * np.mean(c.pred == y_test), color=col, ls="--", lw=0.8)
     if undefended is not None:
         ls_attacked = attacked_accuracy(undefended.ls_pred, undefended.ls_flips, y_test, radii)
-        ax.plot(radii, 100 * ls_attacked, color=style.ROLE["undefended"],
-                label="undefended least squares (exact attack)")
+        ax.plot(
+            radii,
+            100 * ls_attacked,
+            color=style.ROLE["undefended"],
+            label="undefended least squares (exact attack)",
+        )
         if undefended.lr_flips is not None:
             within = radii <= (lr_max_flips if lr_max_flips is not None else radii.max())
             sub = undefended.lr_points
-            ax.plot(radii[within], 100 * attacked_accuracy(undefended.lr_pred[sub], undefended.lr_flips,
-                                                           y_test[sub], radii[within]),
-                    color=style.ROLE["attack"],
-                    label=f"undefended logistic regression (App. C attacks, {len(sub)} points)")
+            ax.plot(
+                radii[within],
+                100
+                * attacked_accuracy(undefended.lr_pred[sub], undefended.lr_flips, y_test[sub], radii[within]),
+                color=style.ROLE["attack"],
+                label=f"undefended logistic regression (App. C attacks, {len(sub)} points)",
+            )
     if len(np.unique(y_test)) == 2:
         ax.axhline(50, color=style.ROLE["chance"], ls=":", lw=0.8, label="constant classifier")
     ax.set_xlabel("training labels flipped by the adversary (per test point)")

@@ -24,13 +24,18 @@ from .labelflip import Certificate
 __all__ = ["label_free_subset", "certified_row", "fraction_curve"]
 
 
-def label_free_subset(n_train: int, n_test: int, size_train: int, size_test: int,
-                      seed: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def label_free_subset(
+    n_train: int, n_test: int, size_train: int, size_test: int, seed: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """Sorted random indices of ``min(size_train, n_train)`` training and ``min(size_test,
     n_test)`` test points, without replacement, from ``numpy.random.default_rng([seed, 8])``;
     only the counts are read, never a label."""
-    for name, v in (("n_train", n_train), ("n_test", n_test), ("size_train", size_train),
-                    ("size_test", size_test)):
+    for name, v in (
+        ("n_train", n_train),
+        ("n_test", n_test),
+        ("size_train", size_train),
+        ("size_test", size_test),
+    ):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be a positive integer; got {v!r}")
     rng = np.random.default_rng([seed, 8])
@@ -46,8 +51,9 @@ def _radii(n_train: int, fractions: Sequence[float]) -> list[int]:
     return [int(x * n_train) for x in f]
 
 
-def certified_row(name: str, cert: Certificate, n_train: int, y_test: NDArray, k: int,
-                  fractions: Sequence[float]) -> dict:
+def certified_row(
+    name: str, cert: Certificate, n_train: int, y_test: NDArray, k: int, fractions: Sequence[float]
+) -> dict:
     """One row of the comparison table: the map's ``name``, n, the number of test points, the
     feature dimension ``k``, the accuracy of the smoothed prediction, and the certified accuracy
     at r = floor(f n) flips for each f in ``fractions`` (column ``certified at {100 f}% of n``)."""
@@ -56,13 +62,19 @@ def certified_row(name: str, cert: Certificate, n_train: int, y_test: NDArray, k
         raise ValueError(f"y_test has shape {yt.shape} but the certificate {cert.pred.shape}")
     radii = _radii(n_train, fractions)
     acc = cert.certified_accuracy(yt, radii)
-    return {"features": name, "training reviews": int(n_train), "test reviews": len(yt), "k": int(k),
-            "accuracy": float(np.mean(cert.pred == yt)),
-            **{f"certified at {100 * f:g}% of n": float(a) for f, a in zip(fractions, acc)}}
+    return {
+        "features": name,
+        "training reviews": int(n_train),
+        "test reviews": len(yt),
+        "k": int(k),
+        "accuracy": float(np.mean(cert.pred == yt)),
+        **{f"certified at {100 * f:g}% of n": float(a) for f, a in zip(fractions, acc)},
+    }
 
 
-def fraction_curve(cert: Certificate, n_train: int, y_test: NDArray,
-                   frac_max: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def fraction_curve(
+    cert: Certificate, n_train: int, y_test: NDArray, frac_max: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(r / n, certified accuracy at r) for r = 0, 1, ..., floor(frac_max n)."""
     if not (0.0 <= frac_max <= 1.0):
         raise ValueError(f"frac_max must lie in [0, 1]; got {frac_max!r}")

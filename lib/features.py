@@ -19,8 +19,15 @@ from . import _checks
 from .data import MNIST
 from .training import SmallCNN, cache_key, cached_model, default_device, train_gaussian_noise
 
-__all__ = ["pca_features", "flatten_images", "significant_components", "FeatureNetwork",
-           "train_on_other_classes", "embed", "live_columns"]
+__all__ = [
+    "pca_features",
+    "flatten_images",
+    "significant_components",
+    "FeatureNetwork",
+    "train_on_other_classes",
+    "embed",
+    "live_columns",
+]
 
 
 def flatten_images(images: ArrayLike) -> NDArray[np.float64]:
@@ -106,7 +113,13 @@ class FeatureNetwork:
 
 
 def train_on_other_classes(
-    ds: MNIST, exclude: tuple[int, ...], embed_dim: int, epochs: int, n_examples: int, seed: int, name: str,
+    ds: MNIST,
+    exclude: tuple[int, ...],
+    embed_dim: int,
+    epochs: int,
+    n_examples: int,
+    seed: int,
+    name: str,
     batch_size: int = FEATURE_BATCH,
 ) -> FeatureNetwork:
     """Train (or load from the cache) a CNN on a seeded subsample of ``n_examples`` training images
@@ -122,15 +135,33 @@ def train_on_other_classes(
     idx = np.sort(rng.choice(pool, min(n_examples, pool.size), replace=False))
     x, y = ds.x_train[idx], remap[ds.y_train[idx]]
     batch_size = _checks.count(batch_size, "batch_size")
-    key = cache_key(x, y, epochs=epochs, embed_dim=embed_dim, seed=seed, model=f"SmallCNN-{len(kept)}",
-                    batch_size=batch_size, channels_last=True)
+    key = cache_key(
+        x,
+        y,
+        epochs=epochs,
+        embed_dim=embed_dim,
+        seed=seed,
+        model=f"SmallCNN-{len(kept)}",
+        batch_size=batch_size,
+        channels_last=True,
+    )
     net, cached, secs = cached_model(
         f"{name}-{embed_dim}",
         build=lambda: SmallCNN(len(kept), embed_dim),
-        make=lambda: train_gaussian_noise(x, y, 0.0, num_classes=len(kept), epochs=epochs, seed=seed,
-                                          device=default_device(), embed_dim=embed_dim, batch_size=batch_size,
-                                          channels_last=True),
-        key=key)
+        make=lambda: train_gaussian_noise(
+            x,
+            y,
+            0.0,
+            num_classes=len(kept),
+            epochs=epochs,
+            seed=seed,
+            device=default_device(),
+            embed_dim=embed_dim,
+            batch_size=batch_size,
+            channels_last=True,
+        ),
+        key=key,
+    )
     test = np.flatnonzero(np.isin(ds.y_test, kept))
     logits = _batched(net, ds.x_test[test], lambda m, xb: m(xb))
     acc = float((logits.argmax(1).numpy() == remap[ds.y_test[test]]).mean())
@@ -142,8 +173,10 @@ def _batched(net: SmallCNN, images: NDArray, fn, batch: int = 2000) -> torch.Ten
     dev = next(net.parameters()).device
     x = np.asarray(images)
     with torch.inference_mode():
-        parts = [fn(net, torch.as_tensor(x[i : i + batch], dtype=torch.float32).to(dev) / 255.0).cpu()
-                 for i in range(0, len(x), batch)]
+        parts = [
+            fn(net, torch.as_tensor(x[i : i + batch], dtype=torch.float32).to(dev) / 255.0).cpu()
+            for i in range(0, len(x), batch)
+        ]
     return torch.cat(parts) if parts else torch.zeros(0)
 
 

@@ -123,9 +123,20 @@ def pair_log_bound(
     out = np.empty((tt.size, 6))
     keep, off = 1.0 - q, q / (k - 1)
     p0_cr, p0_other = q * (k - 2) / (k - 1), 1.0 - 2.0 * off  # the values of lib.chernoff._pair_probs
-    _pair_kernel(aT, np.ascontiguousarray(y, dtype=np.int64), np.ascontiguousarray(cols, dtype=np.int64),
-                 np.ascontiguousarray(cls, dtype=np.int64), np.ascontiguousarray(rival, dtype=np.int64),
-                 tt, keep, off, p0_cr, p0_other, bool(with_step), out)
+    _pair_kernel(
+        aT,
+        np.ascontiguousarray(y, dtype=np.int64),
+        np.ascontiguousarray(cols, dtype=np.int64),
+        np.ascontiguousarray(cls, dtype=np.int64),
+        np.ascontiguousarray(rival, dtype=np.int64),
+        tt,
+        keep,
+        off,
+        p0_cr,
+        p0_other,
+        bool(with_step),
+        out,
+    )
     grow = 1.0 + 1e-9
     err = 4.0 * n + grow * (1.5 * out[:, 1] + out[:, 2] + ((n - 1) * grow / 2.0 + 1.0) * out[:, 3])
     bound = out[:, 0] + 2.0 * _EPS * err
@@ -260,7 +271,12 @@ def _histogram_kernel(a, cat, bins, signed, sign_split, counts, sums):
 
 
 def histogram(
-    a: NDArray[np.float64], cat: NDArray[np.int64], n_cat: int, bins: int, *, signed: bool,
+    a: NDArray[np.float64],
+    cat: NDArray[np.int64],
+    n_cat: int,
+    bins: int,
+    *,
+    signed: bool,
     sign_split: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Counts and sums of ``a``'s entries (of |a| unless ``signed``) per column, per category and
@@ -273,6 +289,7 @@ def histogram(
     counts = np.zeros((n_cat * bins, aa.shape[1]))
     sums = np.zeros((n_cat * bins, aa.shape[1]))
     if aa.size:
-        _histogram_kernel(aa, np.ascontiguousarray(cat, dtype=np.int64), bins, bool(signed), bool(sign_split),
-                          counts, sums)
+        _histogram_kernel(
+            aa, np.ascontiguousarray(cat, dtype=np.int64), bins, bool(signed), bool(sign_split), counts, sums
+        )
     return counts, sums

@@ -36,7 +36,13 @@ def clopper_pearson_lower(k: ArrayLike, n: ArrayLike, alpha: float) -> NDArray[n
     lv = _checks.level(alpha)
     ka = np.asarray(k)
     na = np.asarray(n)
-    if np.any(na < 1) or np.any(ka < 0) or np.any(ka > na) or np.any(ka != np.floor(ka)) or np.any(na != np.floor(na)):
+    if (
+        np.any(na < 1)
+        or np.any(ka < 0)
+        or np.any(ka > na)
+        or np.any(ka != np.floor(ka))
+        or np.any(na != np.floor(na))
+    ):
         raise ValueError("clopper_pearson_lower needs integer counts 0 <= k <= n and n >= 1")
     kf = ka.astype(np.float64)
     nf = na.astype(np.float64)
@@ -101,8 +107,14 @@ class Smooth:
         path, noise in input space through ``base_classifier``.
     """
 
-    def __init__(self, base_classifier: Callable, num_classes: int, sigma: float, seed: int = 0,
-                 use_projection: bool = True):
+    def __init__(
+        self,
+        base_classifier: Callable,
+        num_classes: int,
+        sigma: float,
+        seed: int = 0,
+        use_projection: bool = True,
+    ):
         self.base_classifier = base_classifier
         self.num_classes = _checks.num_classes(num_classes)
         self.sigma = _checks.positive(sigma, "sigma")
@@ -188,8 +200,9 @@ class Smooth:
         return int(top2[0])
 
     @torch.no_grad()
-    def noise_bank(self, num: int, input_shape: tuple[int, ...] | None = None,
-                   generator: torch.Generator | None = None) -> NoiseBank:
+    def noise_bank(
+        self, num: int, input_shape: tuple[int, ...] | None = None, generator: torch.Generator | None = None
+    ) -> NoiseBank:
         """``num`` noise draws for reuse across inputs. For a projected base classifier: the
         first layer's noise sigma V xi, xi ~ N(0, I_k), shape (num, h), drawn in chunks;
         otherwise sigma eps with eps ~ N(0, I) of ``input_shape`` (required then)."""
@@ -199,17 +212,25 @@ class Smooth:
             v = self.base_classifier.noise_matrix().detach()
             out = torch.empty(num, v.shape[0], device=self.device, dtype=v.dtype)
             for s in range(0, num, 16384):
-                xi = torch.randn(min(16384, num - s), v.shape[1], generator=gen, device=self.device, dtype=v.dtype)
+                xi = torch.randn(
+                    min(16384, num - s), v.shape[1], generator=gen, device=self.device, dtype=v.dtype
+                )
                 torch.mm(xi, v.T, out=out[s : s + len(xi)])
             return NoiseBank(out.mul_(self.sigma), True, self.sigma)
         if input_shape is None:
-            raise ValueError("input_shape is needed for a noise bank of a base classifier that is not projected")
+            raise ValueError(
+                "input_shape is needed for a noise bank of a base classifier that is not projected"
+            )
         eps = torch.randn((num, *input_shape), generator=gen, device=self.device)
         return NoiseBank(eps.mul_(self.sigma), False, self.sigma)
 
     @torch.no_grad()
     def sample_counts(
-        self, x: torch.Tensor, num: int, batch_size: int, generator: torch.Generator | None = None,
+        self,
+        x: torch.Tensor,
+        num: int,
+        batch_size: int,
+        generator: torch.Generator | None = None,
         bank: NoiseBank | None = None,
     ) -> NDArray[np.int64]:
         """Class counts of f(x + eps) over ``num`` draws of eps ~ N(0, sigma^2 I), ``batch_size``
@@ -230,7 +251,9 @@ class Smooth:
             if len(bank) != num or bank.projected != self.projected or bank.sigma != self.sigma:
                 raise ValueError(f"bank must hold {num} draws made by this Smooth (same sigma and path)")
             if not self.projected and bank.values.shape[1:] != x.shape:
-                raise ValueError(f"bank draws have shape {tuple(bank.values.shape[1:])}; x has {tuple(x.shape)}")
+                raise ValueError(
+                    f"bank draws have shape {tuple(bank.values.shape[1:])}; x has {tuple(x.shape)}"
+                )
         a0 = self.base_classifier.pre_activation(x) if self.projected else None
         if a0 is not None:
             v = self.base_classifier.noise_matrix()
@@ -249,8 +272,13 @@ class Smooth:
                     torch.addmm(a0, xi, v.T, beta=1.0, alpha=self.sigma, out=buffer)
                 scores = self.base_classifier.scores_from_pre_activation(buffer)
             else:
-                noise = bank.values[start : start + b] if bank is not None else torch.randn(
-                    (b, *x.shape), generator=gen, device=self.device, dtype=x.dtype).mul_(self.sigma)
+                noise = (
+                    bank.values[start : start + b]
+                    if bank is not None
+                    else torch.randn((b, *x.shape), generator=gen, device=self.device, dtype=x.dtype).mul_(
+                        self.sigma
+                    )
+                )
                 scores = self.base_classifier(noise + x)
             if scores.ndim != 2 or scores.shape[1] != self.num_classes:
                 raise ValueError(

@@ -143,7 +143,9 @@ def tight_radius(p: ArrayLike, q: float, num_classes: int = 2, *, max_radius: in
     return int(out) if out.ndim == 0 else out
 
 
-def required_tail(r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight") -> float:
+def required_tail(
+    r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight"
+) -> float:
     """1 - p for the smallest vote share p that certifies r flips (kept exact when it is tiny).
 
     Any p with 1 - p below the returned value certifies r flips. Tight: c*(r) minimised over
@@ -243,7 +245,9 @@ class Certificate:
         """
         yt = np.asarray(y_true)
         if yt.shape != self.pred.shape:
-            raise ValueError(f"y_true must have shape {self.pred.shape} (one label per test point); got {yt.shape}")
+            raise ValueError(
+                f"y_true must have shape {self.pred.shape} (one label per test point); got {yt.shape}"
+            )
         rr = np.asarray(radii)
         if rr.dtype.kind not in "biuf" or np.any(np.isnan(rr)):
             raise ValueError(f"radii must be numbers of flips; got {radii!r}")

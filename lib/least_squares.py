@@ -61,9 +61,7 @@ def kernel_weights(X_train: ArrayLike, X_test: ArrayLike, lam: float) -> NDArray
     Xtr = _checks.finite_matrix(X_train, "X_train")
     Xte = _checks.finite_matrix(X_test, "X_test")
     if Xte.shape[1] != Xtr.shape[1]:
-        raise ValueError(
-            f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}"
-        )
+        raise ValueError(f"X_test has {Xte.shape[1]} features but X_train has {Xtr.shape[1]}")
     lam_f = _checks.real(lam, "lam")
     if not np.isfinite(lam_f) or lam_f < 0:
         raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")

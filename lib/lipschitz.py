@@ -101,8 +101,9 @@ def cohen_radius(p_a: ArrayLike, p_b: ArrayLike, sigma: float) -> NDArray[np.flo
     return float(out) if out.ndim == 0 else out
 
 
-def raw_score_radius(p_a: ArrayLike, p_b: ArrayLike, sigma: float,
-                     constant: float = RAW_SCORE_CONSTANT) -> NDArray[np.float64] | float:
+def raw_score_radius(
+    p_a: ArrayLike, p_b: ArrayLike, sigma: float, constant: float = RAW_SCORE_CONSTANT
+) -> NDArray[np.float64] | float:
     """(p_A - p_B) / (2 L) with L = constant / sigma: the certificate for the raw scores p_c.
     The default is Lemma 1's constant sqrt(2/pi), giving sigma sqrt(pi/2) (p_A - p_B) / 2;
     :data:`SHARP_RAW_SCORE_CONSTANT` gives twice that. 0 where p_A <= p_B."""
@@ -197,8 +198,10 @@ def _meet(a: Boundary, b: Boundary) -> list[tuple[float, float]]:
         h = math.sqrt(max(a.radius**2 - m * m, 0.0))
         ex, ey = (x1 - x0) / d, (y1 - y0) / d
         pts = [(x0 + m * ex - h * ey, y0 + m * ey + h * ex), (x0 + m * ex + h * ey, y0 + m * ey - h * ex)]
-        return [(math.atan2(py - y0, px - x0) % (2 * math.pi), math.atan2(py - y1, px - x1) % (2 * math.pi))
-                for px, py in pts]
+        return [
+            (math.atan2(py - y0, px - x0) % (2 * math.pi), math.atan2(py - y1, px - x1) % (2 * math.pi))
+            for px, py in pts
+        ]
     if isinstance(a, Circle):
         return [(pb, pa) for pa, pb in _meet(b, a)]
     if isinstance(b, Circle):  # |start + s u - c|^2 = r^2
@@ -258,8 +261,11 @@ def _sub_pieces(boundaries, labels, num_classes):
         for lo, hi in params:
             if hi <= lo:
                 continue
-            mid = (lo + hi) / 2 if np.isfinite(lo) and np.isfinite(hi) else (
-                hi - 1.0 if np.isfinite(hi) else lo + 1.0 if np.isfinite(lo) else 0.0)
+            mid = (
+                (lo + hi) / 2
+                if np.isfinite(lo) and np.isfinite(hi)
+                else (hi - 1.0 if np.isfinite(hi) else lo + 1.0 if np.isfinite(lo) else 0.0)
+            )
             pieces.append((b, lo, hi))
             mids.append(b.at(mid))
             normals.append(b.left_normal(mid))
@@ -279,8 +285,9 @@ def _straight_integral(x, piece: _Linear, lo: float, hi: float, sigma: float):
     distance from x to the line, a and b the ends' arc lengths from the foot of x over |d|."""
     wx, wy = x[:, 0] - piece.start[0], x[:, 1] - piece.start[1]
     foot = wx * piece.u[0] + wy * piece.u[1]
-    cross = _cross(piece.start[0] + foot * piece.u[0] - x[:, 0], piece.start[1] + foot * piece.u[1] - x[:, 1],
-                   *piece.u)
+    cross = _cross(
+        piece.start[0] + foot * piece.u[0] - x[:, 0], piece.start[1] + foot * piece.u[1] - x[:, 1], *piece.u
+    )
     dist = np.abs(cross)
     safe = np.where(dist > 0, dist, 1.0)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -322,8 +329,9 @@ def _arc_integral(x, circle: Circle, lo: float, hi: float, sigma: float, order: 
     gauss = sigma / np.sqrt(np.maximum(rd, 1e-300))
     breaks = np.concatenate([width[:, None] * _GRADING, gauss[:, None] * _GAUSS_SCALES], axis=1)
     breaks = np.concatenate([breaks, breaks + 2 * math.pi], axis=1)
-    breaks = np.sort(np.clip(np.concatenate([a0[:, None], breaks, a1[:, None]], axis=1),
-                             a0[:, None], a1[:, None]), axis=1)
+    breaks = np.sort(
+        np.clip(np.concatenate([a0[:, None], breaks, a1[:, None]], axis=1), a0[:, None], a1[:, None]), axis=1
+    )
     s, w = np.polynomial.legendre.leggauss(order)
     left, span = breaks[:, :-1, None], np.diff(breaks, axis=1)[:, :, None]
     al = left + span * (s + 1) / 2
@@ -390,8 +398,11 @@ def smoothed_scores_2d(
         xb = x[start : start + chunk]
         integrals = np.zeros((len(xb), len(pieces)))
         for i, (b, lo, hi) in enumerate(pieces):
-            integrals[:, i] = (_arc_integral(xb, b, lo, hi, s, order) if isinstance(b, Circle)
-                               else _straight_integral(xb, b, lo, hi, s))
+            integrals[:, i] = (
+                _arc_integral(xb, b, lo, hi, s, order)
+                if isinstance(b, Circle)
+                else _straight_integral(xb, b, lo, hi, s)
+            )
         own = (classes(xb)[:, None] == np.arange(k)).astype(float)
         out[start : start + len(xb)] = own - integrals @ jumps / (2 * math.pi)
     return np.clip(out, 0.0, 1.0)
@@ -411,8 +422,12 @@ def probit_scores(p: ArrayLike) -> NDArray[np.float64]:
 # ---------------------------------------------------------------- checking a Lipschitz constant
 
 
-def random_lines(num_lines: int, num_points: int, half_width: float, seed: int = 0,
-                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def random_lines(
+    num_lines: int,
+    num_points: int,
+    half_width: float,
+    seed: int = 0,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """``num_lines`` random chords of the square [-half_width, half_width]^2, each through a
     uniform point of the square in a uniform direction, sampled at ``num_points`` equally spaced
     points from one side of the square to the other. Returns (points of shape (L, N, 2), the
@@ -448,8 +463,9 @@ class ProbitSecants:
         return float(np.max((self.slopes - self.tolerance)[self.checked], initial=-np.inf))
 
 
-def probit_secants(p: ArrayLike, p_ref: ArrayLike, step: ArrayLike, floor: float = 1e-9,
-                   rounding: float = 1e-15) -> ProbitSecants:
+def probit_secants(
+    p: ArrayLike, p_ref: ArrayLike, step: ArrayLike, floor: float = 1e-9, rounding: float = 1e-15
+) -> ProbitSecants:
     """Secant slopes of z_c = Phi^{-1}(p_c) between consecutive points of lines, with their error.
 
     ``p`` and ``p_ref``: scores (lines, points, classes) at points ``step`` apart along each line

@@ -218,8 +218,9 @@ def _prepare(alpha: ArrayLike, y: ArrayLike) -> _Learner:
     return _Learner(A, ones_y, delta, z0, V, tol)
 
 
-def _count(lr: _Learner, q: float, draws: int, rng: np.random.Generator, batch: int,
-           progress: bool) -> VoteCounts:
+def _count(
+    lr: _Learner, q: float, draws: int, rng: np.random.Generator, batch: int, progress: bool
+) -> VoteCounts:
     n, m = lr.A.shape
     rank = lr.delta.shape[1]
     ones = np.zeros(m, dtype=np.int64)
@@ -334,4 +335,3 @@ def sampled_bound(
     with np.errstate(divide="ignore"):
         log_tail = np.where(certified, np.log1p(-p_low), np.log(0.5))
     return np.where(certified, pick, -1).astype(np.int64), log_tail
-

@@ -191,6 +191,7 @@ def binary_log_cstar(q: float, r: NDArray[np.int64]) -> NDArray[np.float64]:
     s = binom.sf(cand - 1, r[:, None], 1 - q)  # P_rho(M >= m)
     m_star = np.max(np.where(s >= 0.5, cand, -1), axis=1)
     above = binom.sf(m_star, r, 1 - q)  # P_rho(M >= m* + 1)
+
     # mu-mass of M >= m* + 1, in log space, over windows of levels: the first 512 for every r,
     # more for the rows whose terms still matter (q near 1/2: the terms then fall slowly, like a
     # Gaussian of width sqrt(r q (1-q)), not geometrically)

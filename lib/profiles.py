@@ -50,5 +50,5 @@ def banner(profile: str, **params: Any):
     kind = "small CI sizes" if profile == "ci" else "the papers' sizes" if profile == "full" else "custom"
     return Markdown(
         f"```{{note}}\nThis chapter was executed with the **`{profile}`** profile ({kind}): {values}. "
-        f"Rerun it with other values: `make chapter NB=<number> PROFILE=full PARAMS=\"-p name value\"`.\n```"
+        f'Rerun it with other values: `make chapter NB=<number> PROFILE=full PARAMS="-p name value"`.\n```'
     )

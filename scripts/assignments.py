@@ -124,8 +124,12 @@ def toc_numbering() -> dict[str, int]:
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    numbered = [entry["file"] for part in toc.get("parts", []) if part.get("numbered")
-                for entry in part.get("chapters", [])]
+    numbered = [
+        entry["file"]
+        for part in toc.get("parts", [])
+        if part.get("numbered")
+        for entry in part.get("chapters", [])
+    ]
     return {Path(f).name: n for n, f in enumerate(numbered, start=1)}
 
 
@@ -178,10 +182,24 @@ def _tags(cell) -> list[str]:
 def parse(stem: str) -> Chapter:
     """The Exercises section of ``notebooks/<stem>.md``, as exercises with solutions and tests."""
     nb = jupytext.read(SOURCES / f"{stem}.md")
-    title = next((m[1] for c in nb.cells if c.cell_type == "markdown"
-                  for m in [re.search(r"^#\s+(.+)$", c.source, re.MULTILINE)] if m), stem)
-    start = next((i for i, c in enumerate(nb.cells)
-                  if c.cell_type == "markdown" and EXERCISES_HEADING.search(c.source)), None)
+    title = next(
+        (
+            m[1]
+            for c in nb.cells
+            if c.cell_type == "markdown"
+            for m in [re.search(r"^#\s+(.+)$", c.source, re.MULTILINE)]
+            if m
+        ),
+        stem,
+    )
+    start = next(
+        (
+            i
+            for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown" and EXERCISES_HEADING.search(c.source)
+        ),
+        None,
+    )
     if start is None:
         return Chapter(stem, title, "", "", [], chapter_number(stem))
     head = nb.cells[start].source
@@ -197,8 +215,10 @@ def parse(stem: str) -> Chapter:
             elif "test" in tags or "test-hidden" in tags:
                 _current(exercises, stem).tests.append((cell.source.strip(), "test-hidden" in tags))
             else:
-                raise ValueError(f"{stem}: code cell in Exercises without a tag "
-                                 f"(exercise-setup, solution, test, test-hidden):\n{cell.source}")
+                raise ValueError(
+                    f"{stem}: code cell in Exercises without a tag "
+                    f"(exercise-setup, solution, test, test-hidden):\n{cell.source}"
+                )
             continue
         if cell.cell_type != "markdown":
             continue
@@ -248,16 +268,23 @@ def mark_solution(code: str, message: str) -> str:
         out += lines[pos:first]
         if isinstance(node, ast.FunctionDef):
             body0 = node.body[0]
-            doc = isinstance(body0, ast.Expr) and isinstance(body0.value, ast.Constant) \
+            doc = (
+                isinstance(body0, ast.Expr)
+                and isinstance(body0.value, ast.Constant)
                 and isinstance(body0.value.value, str)
+            )
             head_end = body0.end_lineno if doc else body0.lineno - 1
             first_statement = node.body[1] if doc and len(node.body) > 1 else body0
             indent = re.match(r"\s*", lines[first_statement.lineno - 1])[0]
             out += lines[first:head_end]
             out.append(f"{indent}# BEGIN SOLUTION NO PROMPT")
             out += lines[head_end:last]
-            out += [f"{indent}# END SOLUTION", f'{indent}""" # BEGIN PROMPT',
-                    f"{indent}raise NotImplementedError({message!r})", f'{indent}""" # END PROMPT']
+            out += [
+                f"{indent}# END SOLUTION",
+                f'{indent}""" # BEGIN PROMPT',
+                f"{indent}raise NotImplementedError({message!r})",
+                f'{indent}""" # END PROMPT',
+            ]
         else:
             out += ["# BEGIN SOLUTION NO PROMPT", *lines[first:last], "# END SOLUTION"]
         pos = last
@@ -272,7 +299,8 @@ def _raw(text: str):
 def master_notebook(ch: Chapter, check_solutions: bool = True) -> nbformat.NotebookNode:
     """Otter Assign's master notebook for one chapter (the raw-cell format of Otter 4+)."""
     cells = [
-        _raw(textwrap.dedent(f"""\
+        _raw(
+            textwrap.dedent(f"""\
             # ASSIGNMENT CONFIG
             name: {ch.stem}
             init_cell: true
@@ -282,12 +310,14 @@ def master_notebook(ch: Chapter, check_solutions: bool = True) -> nbformat.Noteb
             solutions_pdf: false
             generate: true
             show_question_points: true
-            """)),
+            """)
+        ),
         nbformat.v4.new_markdown_cell(
             f"# Exercises of chapter {ch.number}: {ch.title}\n\n{ch.intro}\n\n"
             "Run the cells from the top. Replace each `raise NotImplementedError(...)` by your code, "
             "run the check cell below it, and write the written answers in the cells that say so. "
-            "Hidden tests are run when your notebook is graded."),
+            "Hidden tests are run when your notebook is graded."
+        ),
         nbformat.v4.new_code_cell(ch.setup.strip()),
     ]
     for i, ex in enumerate(ch.exercises, start=1):
@@ -297,21 +327,30 @@ def master_notebook(ch: Chapter, check_solutions: bool = True) -> nbformat.Noteb
         if not ex.autograded:
             config += "manual: true\n"
         cells.append(_raw(config))
-        cells.append(nbformat.v4.new_markdown_cell(
-            f"## Exercise {ch.exercise_number(i)}: {ex.title}\n\n*({kind}, {ex.points} point"
-            f"{'s' if ex.points > 1 else ''}; `{ex.label}` in the book)*\n\n{ex.prompt}"))
+        cells.append(
+            nbformat.v4.new_markdown_cell(
+                f"## Exercise {ch.exercise_number(i)}: {ex.title}\n\n*({kind}, {ex.points} point"
+                f"{'s' if ex.points > 1 else ''}; `{ex.label}` in the book)*\n\n{ex.prompt}"
+            )
+        )
         if ex.autograded:
             code = "\n\n\n".join(ex.solution_code)
             marked = mark_solution(code, f"Exercise {ch.exercise_number(i)}: replace this line by your code")
-            cells += [_raw("# BEGIN SOLUTION"), nbformat.v4.new_code_cell(marked), _raw("# END SOLUTION"),
-                      _raw("# BEGIN TESTS")]
+            cells += [
+                _raw("# BEGIN SOLUTION"),
+                nbformat.v4.new_code_cell(marked),
+                _raw("# END SOLUTION"),
+                _raw("# BEGIN TESTS"),
+            ]
             for src, hidden in ex.tests:
                 cells.append(nbformat.v4.new_code_cell(f"{HIDDEN_MARKER}\n{src}" if hidden else src))
             cells.append(_raw("# END TESTS"))
         else:
-            cells += [_raw("# BEGIN SOLUTION"),
-                      nbformat.v4.new_markdown_cell(f"**Solution.** {ex.solution_text}"),
-                      _raw("# END SOLUTION")]
+            cells += [
+                _raw("# BEGIN SOLUTION"),
+                nbformat.v4.new_markdown_cell(f"**Solution.** {ex.solution_text}"),
+                _raw("# END SOLUTION"),
+            ]
         cells.append(_raw("# END QUESTION"))
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -346,8 +385,9 @@ def build(stem: str, root: Path = OUT, check_solutions: bool = True) -> Path:
     master = instructor / f"{stem}.ipynb"
     nbformat.write(master_notebook(ch, check_solutions), master)
     start = time.perf_counter()
-    proc = subprocess.run([_otter(), "assign", "-v", master.name, "dist"], cwd=instructor,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [_otter(), "assign", "-v", master.name, "dist"], cwd=instructor, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise SystemExit(f"[{stem}] otter assign failed:\n{proc.stdout}\n{proc.stderr}")
     (instructor / "dist" / "autograder").rename(instructor / "autograder")
@@ -355,11 +395,13 @@ def build(stem: str, root: Path = OUT, check_solutions: bool = True) -> Path:
     (instructor / "dist").rmdir()
     _clear_outputs(target / "student" / f"{stem}.ipynb")
     auto = autograder_zip(stem, root)
-    print(f"[{stem}] {len(ch.exercises)} exercises "
-          f"({sum(e.autograded for e in ch.exercises)} autograded) in {time.perf_counter() - start:.1f} s\n"
-          f"  student:    {_rel(target / 'student')}/\n"
-          f"  instructor: {_rel(instructor)}/  (autograder zip: {_rel(auto)})",
-          flush=True)
+    print(
+        f"[{stem}] {len(ch.exercises)} exercises "
+        f"({sum(e.autograded for e in ch.exercises)} autograded) in {time.perf_counter() - start:.1f} s\n"
+        f"  student:    {_rel(target / 'student')}/\n"
+        f"  instructor: {_rel(instructor)}/  (autograder zip: {_rel(auto)})",
+        flush=True,
+    )
     return target
 
 
@@ -388,8 +430,12 @@ def grade(stem: str, submission: Path, out: Path | None = None, root: Path = OUT
     out = (out or GRADES / stem / name).resolve()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    proc = subprocess.run([_otter(), "run", "-a", str(auto), "-o", str(out), str(submission)],
-                          cwd=out, capture_output=True, text=True)
+    proc = subprocess.run(
+        [_otter(), "run", "-a", str(auto), "-o", str(out), str(submission)],
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
     results = out / "results.json"
     if not results.exists():
         raise SystemExit(f"otter run failed on {submission}:\n{proc.stdout}\n{proc.stderr}")
@@ -405,13 +451,25 @@ def grade(stem: str, submission: Path, out: Path | None = None, root: Path = OUT
             status = "autograded"
         else:
             score, possible, status = None, float(ex.points), "manual"
-        rows.append({"exercise": ch.exercise_number(i), "name": f"ex{i}", "label": ex.label,
-                     "title": ex.title, "score": score, "possible": possible, "grading": status})
+        rows.append(
+            {
+                "exercise": ch.exercise_number(i),
+                "name": f"ex{i}",
+                "label": ex.label,
+                "title": ex.title,
+                "score": score,
+                "possible": possible,
+                "grading": status,
+            }
+        )
     auto_rows = [r for r in rows if r["score"] is not None]
-    summary = {"chapter": stem, "submission": str(submission),
-               "autograded_score": sum(r["score"] for r in auto_rows),
-               "autograded_possible": sum(r["possible"] for r in auto_rows),
-               "exercises": rows}
+    summary = {
+        "chapter": stem,
+        "submission": str(submission),
+        "autograded_score": sum(r["score"] for r in auto_rows),
+        "autograded_possible": sum(r["possible"] for r in auto_rows),
+        "exercises": rows,
+    }
     (out / f"{name}.scores.json").write_text(json.dumps(summary, indent=2) + "\n")
     with open(out / f"{name}.scores.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))

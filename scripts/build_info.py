@@ -44,6 +44,7 @@ PROFILE_WORDS = {
 
 # ---------------------------------------------------------------- the machine and the software
 
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -113,14 +114,20 @@ def probe_environment(python: str = sys.executable, timeout: float = 300) -> dic
     """:func:`environment` as seen by ``python``, in a child process, so that the caller never holds
     a GPU context while a chapter's kernel runs. Empty when the probe fails."""
     try:
-        done = subprocess.run([python, str(Path(__file__).resolve()), "--environment"], capture_output=True,
-                              text=True, timeout=timeout, check=True)
+        done = subprocess.run(
+            [python, str(Path(__file__).resolve()), "--environment"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, json.JSONDecodeError, IndexError):
         return {}
 
 
 # ---------------------------------------------------------------- the page
+
 
 def format_seconds(seconds: float | None) -> str:
     """``8.3 s``, ``2 min 05 s``, ``1 h 03 min``."""
@@ -251,8 +258,10 @@ def render(root: Path = ROOT) -> str:
     elif len(labels) == 1:
         lines.append(f"The chapters were executed with {_profile_sentence(labels[0])}.")
     else:
-        lines.append("The chapters were executed with different profiles; the table below gives the profile "
-                     "of each. " + " ".join(f"`{b}` stands for {PROFILE_WORDS[b]}." for b in PROFILE_WORDS))
+        lines.append(
+            "The chapters were executed with different profiles; the table below gives the profile "
+            "of each. " + " ".join(f"`{b}` stands for {PROFILE_WORDS[b]}." for b in PROFILE_WORDS)
+        )
 
     # chapters that ran on the same machine with the same software are described together
     groups: dict[str, list[str]] = {}
@@ -287,8 +296,11 @@ def render(root: Path = ROOT) -> str:
     total = 0.0
     for stem, rec in rows:
         target = f"/book/chapters/{stem}"
-        cell = f"{{doc}}`{_escape(name(stem))} <{target}>`" if (root / "book" / "chapters" / f"{stem}.ipynb").exists() \
+        cell = (
+            f"{{doc}}`{_escape(name(stem))} <{target}>`"
+            if (root / "book" / "chapters" / f"{stem}.ipynb").exists()
             else _escape(name(stem))
+        )
         if rec is None:
             lines.append(f"| {cell} | " + ("| " if multi else "") + "not executed | |")
             continue
@@ -314,8 +326,11 @@ def write_page(root: Path = ROOT) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--environment", action="store_true",
-                    help="print this machine and the library versions as JSON instead of writing the page")
+    ap.add_argument(
+        "--environment",
+        action="store_true",
+        help="print this machine and the library versions as JSON instead of writing the page",
+    )
     args = ap.parse_args(argv)
     if args.environment:
         print(json.dumps(environment()))

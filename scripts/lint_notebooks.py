@@ -36,9 +36,23 @@ def lint(path: Path) -> list[str]:
     rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     nb = jupytext.read(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--output-format", "json", "--exit-zero",
-         "--stdin-filename", str(path.with_suffix(".ipynb")), "-"],
-        input=jupytext.writes(nb, fmt="ipynb"), capture_output=True, text=True, cwd=ROOT, check=False,
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--output-format",
+            "json",
+            "--exit-zero",
+            "--stdin-filename",
+            str(path.with_suffix(".ipynb")),
+            "-",
+        ],
+        input=jupytext.writes(nb, fmt="ipynb"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"ruff failed on {rel}:\n{proc.stderr}")

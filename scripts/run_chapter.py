@@ -132,6 +132,7 @@ def parameters(stem: str, profile: str, overrides: dict[str, Any], tree: Tree = 
 
 # ---------------------------------------------------------------- what a chapter depends on
 
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -259,6 +260,7 @@ def key_of(parts: dict[str, str]) -> str:
 
 # ---------------------------------------------------------------- is a chapter up to date?
 
+
 def _failed(nb: nbformat.NotebookNode) -> bool:
     if nb.metadata.get("papermill", {}).get("exception"):
         return True
@@ -288,6 +290,7 @@ def up_to_date(stem: str, parts: dict[str, str], tree: Tree = REPO) -> tuple[boo
 
 # ---------------------------------------------------------------- times
 
+
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -310,18 +313,31 @@ def _remember_time(stem: str, label: str, seconds: float, tree: Tree) -> None:
 
 # ---------------------------------------------------------------- execution
 
+
 def papermill_executor(source: str, target: str, params: dict[str, Any]) -> None:
     import papermill as pm
 
     # Progress bars are for people at a terminal; in the rendered book they are noise.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    pm.execute_notebook(source, target, parameters=params, kernel_name="python3", cwd=str(ROOT),
-                        progress_bar=False, log_output=False)
+    pm.execute_notebook(
+        source,
+        target,
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(ROOT),
+        progress_bar=False,
+        log_output=False,
+    )
 
 
-def execute(stem: str, params: dict[str, Any], parts: dict[str, str], tree: Tree = REPO,
-            executor: Executor = papermill_executor,
-            environment: Callable[[], dict[str, Any]] = build_info.probe_environment) -> float:
+def execute(
+    stem: str,
+    params: dict[str, Any],
+    parts: dict[str, str],
+    tree: Tree = REPO,
+    executor: Executor = papermill_executor,
+    environment: Callable[[], dict[str, Any]] = build_info.probe_environment,
+) -> float:
     """Execute one chapter; on success store its key, time and environment in the notebook."""
     tree.out.mkdir(parents=True, exist_ok=True)
     source = tree.out / f"{stem}.source.ipynb"
@@ -380,11 +396,19 @@ class Outcome:
     error: str = field(default="", repr=False)
 
 
-def build(names: list[str], profile: str, overrides: dict[str, Any] | None = None, *, force: bool = False,
-          explicit: bool = False, dry_run: bool = False, tree: Tree = REPO,
-          executor: Executor = papermill_executor,
-          environment: Callable[[], dict[str, Any]] | None = None,
-          say: Callable[[str], None] = lambda s: print(s, flush=True)) -> list[Outcome]:
+def build(
+    names: list[str],
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    force: bool = False,
+    explicit: bool = False,
+    dry_run: bool = False,
+    tree: Tree = REPO,
+    executor: Executor = papermill_executor,
+    environment: Callable[[], dict[str, Any]] | None = None,
+    say: Callable[[str], None] = lambda s: print(s, flush=True),
+) -> list[Outcome]:
     """Execute the chapters ``names`` that are not up to date (all of them with ``force`` or
     ``explicit``); stop at the first failure. One outcome per chapter, in order."""
     overrides = overrides or {}
@@ -427,7 +451,9 @@ def build(names: list[str], profile: str, overrides: dict[str, Any] | None = Non
         except Exception as exc:  # the partly executed notebook marks the failing cell
             seconds = time.perf_counter() - start
             target = (tree.out / f"{stem}.ipynb").relative_to(tree.root)
-            say(f"{tag} FAILED after {build_info.format_seconds(seconds)}; see {target}\n{type(exc).__name__}: {exc}")
+            say(
+                f"{tag} FAILED after {build_info.format_seconds(seconds)}; see {target}\n{type(exc).__name__}: {exc}"
+            )
             outcomes.append(Outcome(stem, "failed", seconds, guess, why, f"{type(exc).__name__}: {exc}"))
             failed = True
             continue
@@ -438,8 +464,12 @@ def build(names: list[str], profile: str, overrides: dict[str, Any] | None = Non
     return outcomes
 
 
-def report(outcomes: list[Outcome], profile: str, tree: Tree = REPO,
-           say: Callable[[str], None] = lambda s: print(s, flush=True)) -> Path:
+def report(
+    outcomes: list[Outcome],
+    profile: str,
+    tree: Tree = REPO,
+    say: Callable[[str], None] = lambda s: print(s, flush=True),
+) -> Path:
     """Print the table of times and write it to ``_build/build-times.json``."""
     total = sum(o.seconds for o in outcomes)
     width = max([len("chapter"), *(len(o.chapter) for o in outcomes)])
@@ -449,15 +479,29 @@ def report(outcomes: list[Outcome], profile: str, tree: Tree = REPO,
     say("\n".join(lines))
     path = tree.build / "build-times.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "profile": profile,
-        "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "chapters": [{"chapter": o.chapter, "status": o.status, "seconds": round(o.seconds, 2),
-                      "estimated_seconds": o.estimated_seconds, "reason": o.reason} for o in outcomes],
-        "executed": sum(o.status == "executed" for o in outcomes),
-        "skipped": sum(o.status == "skipped" for o in outcomes),
-        "total_seconds": round(total, 2),
-    }, indent=1) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "profile": profile,
+                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "chapters": [
+                    {
+                        "chapter": o.chapter,
+                        "status": o.status,
+                        "seconds": round(o.seconds, 2),
+                        "estimated_seconds": o.estimated_seconds,
+                        "reason": o.reason,
+                    }
+                    for o in outcomes
+                ],
+                "executed": sum(o.status == "executed" for o in outcomes),
+                "skipped": sum(o.status == "skipped" for o in outcomes),
+                "total_seconds": round(total, 2),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     say(f"Times written to {path.relative_to(tree.root)}")
     return path
 
@@ -466,8 +510,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("chapter", help="chapter number or stem, or 'all'")
     ap.add_argument("--profile", default="full", choices=profiles.PROFILES)
-    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="override one parameter (value parsed as YAML: 0.5, 100, true, [1, 2])")
+    ap.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one parameter (value parsed as YAML: 0.5, 100, true, [1, 2])",
+    )
     ap.add_argument("--force", action="store_true", help="execute every chapter, up to date or not")
     ap.add_argument("--dry-run", action="store_true", help="say which chapters would be executed, and why")
     args = ap.parse_args(argv)
@@ -478,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         except yaml.YAMLError as exc:
             ap.error(f"-p {name}: {value!r} is not a YAML value ({exc})")
     stems = resolve(args.chapter)
-    outcomes = build(stems, args.profile, overrides, force=args.force, explicit=args.chapter != "all",
-                     dry_run=args.dry_run)
+    outcomes = build(
+        stems, args.profile, overrides, force=args.force, explicit=args.chapter != "all", dry_run=args.dry_run
+    )
     if args.dry_run:
         return 0
     report(outcomes, args.profile)

@@ -42,6 +42,7 @@ assignments = _load_script("assignments")
 
 def _toc_chapters() -> list[str]:
     """Every executed chapter in _toc.yml, at any depth (chapters and their sections)."""
+
     def walk(entries):
         for e in entries or []:
             yield e.get("file", "")
@@ -144,8 +145,11 @@ def _distinctive(code: str) -> list[str]:
     lines = code.split("\n")
     for node in tree.body:
         body = node.body if isinstance(node, ast.FunctionDef) else [node]
-        if isinstance(node, ast.FunctionDef) and isinstance(body[0], ast.Expr) and \
-                isinstance(getattr(body[0], "value", None), ast.Constant):
+        if (
+            isinstance(node, ast.FunctionDef)
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+        ):
             body = body[1:]
         for stmt in body:
             for ln in lines[stmt.lineno - 1 : stmt.end_lineno]:
@@ -162,8 +166,9 @@ def test_student_version_has_no_solutions_no_hidden_tests_no_outputs(built, stem
     text = path.read_text()  # sources and metadata (where Otter keeps the public tests)
     nb = nbformat.read(path, as_version=4)
     visible = "\n".join(ln.strip() for c in nb.cells for ln in c.source.split("\n"))
-    public = {ln.strip() for e in ch.exercises for src, hidden in e.tests if not hidden
-              for ln in src.split("\n")} | {ln.strip() for ln in ch.setup.split("\n")}
+    public = {
+        ln.strip() for e in ch.exercises for src, hidden in e.tests if not hidden for ln in src.split("\n")
+    } | {ln.strip() for ln in ch.setup.split("\n")}
     for e in ch.exercises:
         for code in e.solution_code:
             for line in _distinctive(code):
@@ -173,8 +178,9 @@ def test_student_version_has_no_solutions_no_hidden_tests_no_outputs(built, stem
             if hidden:
                 for line in _distinctive(src):
                     if line not in public:
-                        assert json.dumps(line)[1:-1] not in text and line not in visible, \
+                        assert json.dumps(line)[1:-1] not in text and line not in visible, (
                             f"{stem}/{e.label}: hidden test line in student version: {line}"
+                        )
         if e.solution_text:
             first = re.sub(r"\s+", " ", e.solution_text)[:60]
             assert first not in re.sub(r"\s+", " ", visible), f"{stem}/{e.label}: written solution leaked"
@@ -187,8 +193,13 @@ def test_student_version_has_no_solutions_no_hidden_tests_no_outputs(built, stem
     assert all(not case["hidden"] for t in tests.values() for s in t["suites"] for case in s["cases"])
     # the instructor's autograder keeps the hidden tests
     sol = nbformat.read(_solution_nb(built, stem), as_version=4)
-    hidden_cases = [c for t in sol.metadata["otter"]["tests"].values() for s in t["suites"]
-                    for c in s["cases"] if c["hidden"]]
+    hidden_cases = [
+        c
+        for t in sol.metadata["otter"]["tests"].values()
+        for s in t["suites"]
+        for c in s["cases"]
+        if c["hidden"]
+    ]
     assert len(hidden_cases) == sum(h for e in ch.exercises for _, h in e.tests)
     assert assignments.autograder_zip(stem, built).stat().st_size > 0
 
@@ -198,8 +209,9 @@ def _execute(path: Path) -> nbformat.NotebookNode | Exception:
 
     nb = nbformat.read(path, as_version=4)
     try:
-        NotebookClient(nb, timeout=120, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()  # raises on any error
+        NotebookClient(
+            nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()  # raises on any error
     except Exception as e:  # reported by the test
         return e
     return nb
@@ -231,12 +243,17 @@ def _wrong_answer(built: Path, stem: str, tmp: Path) -> Path:
     every returned number moved by 1% + 0.01, integers by 1 (right after each solution cell)."""
     nb = nbformat.read(_solution_nb(built, stem), as_version=4)
     for ex in assignments.parse(stem).exercises:
-        names = [n.name for code in ex.solution_code for n in ast.parse(code).body
-                 if isinstance(n, ast.FunctionDef)]
+        names = [
+            n.name
+            for code in ex.solution_code
+            for n in ast.parse(code).body
+            if isinstance(n, ast.FunctionDef)
+        ]
         if not names:
             continue
-        idx = next(i for i, c in enumerate(nb.cells)
-                   if c.cell_type == "code" and f"def {names[0]}(" in c.source)
+        idx = next(
+            i for i, c in enumerate(nb.cells) if c.cell_type == "code" and f"def {names[0]}(" in c.source
+        )
         sabotage = SABOTAGE + "".join(f"{n} = _wrong({n})\n" for n in names)
         nb.cells.insert(idx + 1, nbformat.v4.new_code_cell(sabotage))
     out = tmp / f"{stem}-wrong.ipynb"

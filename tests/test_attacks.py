@@ -153,7 +153,7 @@ def test_fewest_moves_partial_sort_agrees_with_full_sort(rng):
     gains = np.maximum(rng.normal(size=(200, 30)), 0.0)
     need = rng.uniform(0.0, 60.0, 30)
     need[:3] = 1e6  # impossible
-    need[3] = 0.0   # reached by the first move (>=), or by the first positive one (>)
+    need[3] = 0.0  # reached by the first move (>=), or by the first positive one (>)
     strict = rng.random(30) < 0.5
     full = _fewest_moves(gains, need, strict, top=200)
     for top in (1, 3, 40):
@@ -181,6 +181,7 @@ def _reference_attack_smoothed(alpha, y, q, max_flips, order=None):
         order = np.argsort(-helpful, axis=0)
     flips = np.full(a.shape[1], np.inf)
     for j in range(a.shape[1]):
+
         def changed(r, j=j):
             y_att = y.copy()
             idx = order[:r, j]
@@ -321,8 +322,9 @@ def test_lockstep_searches_replay_the_scalar_search(rng):
     caps = rng.integers(0, 60, 40)
     for monotone in (False, True):
         truth = [np.maximum.accumulate(t) if monotone else t for t in preds]
-        alone = [_proven_success(lambda r, t=t: bool(t[r - 1]), int(c), monotone)
-                 for t, c in zip(truth, caps)]
+        alone = [
+            _proven_success(lambda r, t=t: bool(t[r - 1]), int(c), monotone) for t, c in zip(truth, caps)
+        ]
         asked = [[] for _ in truth]
 
         def changed(idx, rs, truth=truth, asked=asked):

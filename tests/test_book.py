@@ -109,8 +109,9 @@ def open_page(browser, url: str) -> Visit:
     page.goto(url, wait_until="load")
     if page.evaluate("() => [...document.scripts].some(s => s.src.includes('mathjax'))"):
         # Sphinx adds MathJax only to pages with maths
-        page.wait_for_function("() => window.MathJax && window.MathJax.startup && window.MathJax.startup.promise",
-                               timeout=30_000)
+        page.wait_for_function(
+            "() => window.MathJax && window.MathJax.startup && window.MathJax.startup.promise", timeout=30_000
+        )
         page.evaluate("() => window.MathJax.startup.promise")
     page.evaluate("() => new Promise(r => setTimeout(r, 100))")  # let late messages arrive
     return visit

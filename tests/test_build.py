@@ -24,9 +24,17 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import build_info  # noqa: E402
 import run_chapter as rc  # noqa: E402
 
-ENV = {"machine": {"processor": "Test CPU", "cores": 4, "usable_cores": 2, "memory_bytes": 8 * 2**30,
-                   "gpus": [], "system": "Linux 6 (x86_64)"},
-       "versions": {"Python": "3.11.9", "NumPy": "2.0.0"}}
+ENV = {
+    "machine": {
+        "processor": "Test CPU",
+        "cores": 4,
+        "usable_cores": 2,
+        "memory_bytes": 8 * 2**30,
+        "gpus": [],
+        "system": "Linux 6 (x86_64)",
+    },
+    "versions": {"Python": "3.11.9", "NumPy": "2.0.0"},
+}
 
 LIB = {
     "__init__.py": '"""The library."""\n',
@@ -81,8 +89,9 @@ def tree(tmp_path) -> rc.Tree:
     (tmp_path / "notebooks").mkdir()
     for stem, code in CHAPTERS.items():
         (tmp_path / "notebooks" / f"{stem}.md").write_text(_chapter(f"Chapter {stem}", code))
-    profiles = {p: {stem: {"seed": 0, "size": 10 if p == "ci" else 1000} for stem in CHAPTERS}
-                for p in ("ci", "full")}
+    profiles = {
+        p: {stem: {"seed": 0, "size": 10 if p == "ci" else 1000} for stem in CHAPTERS} for p in ("ci", "full")
+    }
     (tmp_path / "profiles.yml").write_text(yaml.safe_dump(profiles))
     (tmp_path / "requirements.txt").write_text("numpy==2.0.0\n")
     return rc.Tree(tmp_path)
@@ -102,8 +111,9 @@ class Executor:
         failing = stem in self.fail
         nb.metadata["papermill"] = {"exception": failing, "parameters": params}
         if failing:
-            nb.cells[-1]["outputs"] = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom",
-                                                              traceback=[])]
+            nb.cells[-1]["outputs"] = [
+                nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])
+            ]
         nbformat.write(nb, target)
         if failing:
             raise RuntimeError(f"{stem} failed")
@@ -114,8 +124,17 @@ def build(tree: rc.Tree, names="all", profile="ci", overrides=None, fail=(), **k
     executor = Executor(set(fail))
     explicit = names != "all"
     stems = rc.resolve(names, tree)
-    outcomes = rc.build(stems, profile, overrides, tree=tree, executor=executor, explicit=explicit,
-                        environment=lambda: ENV, say=lambda s: None, **kw)
+    outcomes = rc.build(
+        stems,
+        profile,
+        overrides,
+        tree=tree,
+        executor=executor,
+        explicit=explicit,
+        environment=lambda: ENV,
+        say=lambda s: None,
+        **kw,
+    )
     rc.report(outcomes, profile, tree, say=lambda s: None)
     build_info.write_page(tree.root)
     assert [o.chapter for o in outcomes if o.status in ("executed", "failed")] == executor.ran
@@ -127,6 +146,7 @@ def edit(path: Path, extra: str = "\n# edited\n") -> None:
 
 
 # ---------------------------------------------------------------- what runs again
+
 
 def test_first_build_executes_everything_and_an_unchanged_tree_executes_nothing(tree):
     assert build(tree) == list(CHAPTERS)
@@ -143,13 +163,16 @@ def test_editing_a_chapter_source_reexecutes_only_that_chapter(tree):
     assert build(tree) == []
 
 
-@pytest.mark.parametrize("module, importers", [
-    ("a.py", ["01_one", "02_two"]),           # 02 imports it through b
-    ("b.py", ["02_two"]),
-    ("_checks.py", ["01_one", "02_two"]),     # relative import of a, two levels down for 02
-    ("c.py", ["03_three", "05_five"]),        # 05 through an import inside a function of d
-    ("__init__.py", ["01_one", "02_two", "03_three", "05_five"]),  # every importer of lib runs it
-])
+@pytest.mark.parametrize(
+    "module, importers",
+    [
+        ("a.py", ["01_one", "02_two"]),  # 02 imports it through b
+        ("b.py", ["02_two"]),
+        ("_checks.py", ["01_one", "02_two"]),  # relative import of a, two levels down for 02
+        ("c.py", ["03_three", "05_five"]),  # 05 through an import inside a function of d
+        ("__init__.py", ["01_one", "02_two", "03_three", "05_five"]),  # every importer of lib runs it
+    ],
+)
 def test_editing_a_lib_module_reexecutes_exactly_the_chapters_that_import_it(tree, module, importers):
     build(tree)
     edit(tree.lib / module)
@@ -211,7 +234,9 @@ def test_the_executed_notebook_a_reader_downloads_holds_no_hidden_check(tree):
     for download; a failed run keeps them (its notebook is for debugging, not rendering)."""
     for stem in ("01_one", "02_two"):
         path = tree.sources / f"{stem}.md"
-        path.write_text(path.read_text() + textwrap.dedent("""
+        path.write_text(
+            path.read_text()
+            + textwrap.dedent("""
             ```{code-cell} ipython3
             :tags: [test-hidden, remove-cell]
 
@@ -223,11 +248,14 @@ def test_the_executed_notebook_a_reader_downloads_holds_no_hidden_check(tree):
 
             assert True  # a public check
             ```
-            """))
+            """)
+        )
     build(tree, fail={"02_two"})
 
     def tags(stem):
-        return [c.metadata.get("tags", []) for c in nbformat.read(tree.out / f"{stem}.ipynb", as_version=4).cells]
+        return [
+            c.metadata.get("tags", []) for c in nbformat.read(tree.out / f"{stem}.ipynb", as_version=4).cells
+        ]
 
     assert ["test"] in tags("01_one") and not any("test-hidden" in t for t in tags("01_one"))
     assert any("test-hidden" in t for t in tags("02_two"))
@@ -242,12 +270,12 @@ def test_a_deleted_or_unreadable_notebook_is_executed_again(tree):
 
 def test_a_named_chapter_always_executes_and_its_overrides_are_in_the_key(tree):
     build(tree)
-    assert build(tree, "01") == ["01_one"]           # up to date, but asked for
-    assert build(tree) == []                         # same values: its key is current
+    assert build(tree, "01") == ["01_one"]  # up to date, but asked for
+    assert build(tree) == []  # same values: its key is current
     assert build(tree, "01", overrides={"size": 5}) == ["01_one"]
     nb = nbformat.read(tree.out / "01_one.ipynb", as_version=4)
     assert nb.metadata[rc.RECORD]["profile"] == "ci+overrides"
-    assert build(tree) == ["01_one"]                 # the book's values differ from the override
+    assert build(tree) == ["01_one"]  # the book's values differ from the override
     assert build(tree) == []
 
 
@@ -255,8 +283,15 @@ def test_dry_run_executes_nothing_and_says_why(tree):
     build(tree)
     edit(tree.lib / "c.py")
     lines: list[str] = []
-    outcomes = rc.build(rc.chapters(tree), "ci", tree=tree, executor=Executor(), dry_run=True,
-                        environment=lambda: ENV, say=lines.append)
+    outcomes = rc.build(
+        rc.chapters(tree),
+        "ci",
+        tree=tree,
+        executor=Executor(),
+        dry_run=True,
+        environment=lambda: ENV,
+        say=lines.append,
+    )
     assert [o.chapter for o in outcomes if o.status == "would execute"] == ["03_three", "05_five"]
     assert any("changed: lib/c.py" in line for line in lines)
 
@@ -272,23 +307,35 @@ def test_bad_arguments_are_named(tree):
 
 # ---------------------------------------------------------------- times and the page
 
+
 def test_progress_lines_estimates_and_the_table(tree, capsys):
     lines: list[str] = []
     rc.build(["01_one"], "ci", tree=tree, executor=Executor(), environment=lambda: ENV, say=lines.append)
     assert "estimated unknown" in lines[0] and "executed in" in lines[1]
     lines.clear()
-    rc.build(["01_one", "02_two"], "ci", tree=tree, executor=Executor(), force=True, environment=lambda: ENV,
-             say=lines.append)
+    rc.build(
+        ["01_one", "02_two"],
+        "ci",
+        tree=tree,
+        executor=Executor(),
+        force=True,
+        environment=lambda: ENV,
+        say=lines.append,
+    )
     assert "estimated unknown" not in lines[0] and "estimated " in lines[0]  # measured last time
-    assert "estimated unknown" in lines[2]                                   # 02 never ran
-    outcomes = rc.build(["01_one", "02_two"], "ci", tree=tree, executor=Executor(),
-                        environment=lambda: ENV, say=lines.append)
+    assert "estimated unknown" in lines[2]  # 02 never ran
+    outcomes = rc.build(
+        ["01_one", "02_two"], "ci", tree=tree, executor=Executor(), environment=lambda: ENV, say=lines.append
+    )
     assert lines[-1].endswith("up to date, skipped")
     rc.report(outcomes, "ci", tree)
     printed = capsys.readouterr().out
     assert "01_one" in printed and "skipped" in printed and "total" in printed
     times = json.loads((tree.build / "build-times.json").read_text())
-    assert {c["chapter"]: c["status"] for c in times["chapters"]} == {"01_one": "skipped", "02_two": "skipped"}
+    assert {c["chapter"]: c["status"] for c in times["chapters"]} == {
+        "01_one": "skipped",
+        "02_two": "skipped",
+    }
 
 
 def test_the_build_page_describes_the_chapters_even_when_every_chapter_was_skipped(tree):
@@ -320,6 +367,7 @@ def test_format_seconds():
 
 # ---------------------------------------------------------------- the import analysis
 
+
 def test_every_import_form_is_found():
     code = textwrap.dedent("""\
         import lib
@@ -330,12 +378,29 @@ def test_every_import_form_is_found():
         def later():
             from lib.z import w
     """)
-    assert rc.imported_modules(code) == {"lib", "lib.x", "lib.a", "lib.b", "lib.y", "lib.y.thing",
-                                         "lib.z", "lib.z.w"}
+    assert rc.imported_modules(code) == {
+        "lib",
+        "lib.x",
+        "lib.a",
+        "lib.b",
+        "lib.y",
+        "lib.y.thing",
+        "lib.z",
+        "lib.z.w",
+    }
     relative = "from . import _checks\nfrom .data import MNIST\nfrom .. import outside\n"
-    assert rc.imported_modules(relative, "lib.attacks") == {"lib", "lib._checks", "lib.data", "lib.data.MNIST"}
-    assert rc.imported_modules(relative, "lib", is_package=True) == {"lib", "lib._checks", "lib.data",
-                                                                     "lib.data.MNIST"}
+    assert rc.imported_modules(relative, "lib.attacks") == {
+        "lib",
+        "lib._checks",
+        "lib.data",
+        "lib.data.MNIST",
+    }
+    assert rc.imported_modules(relative, "lib", is_package=True) == {
+        "lib",
+        "lib._checks",
+        "lib.data",
+        "lib.data.MNIST",
+    }
     assert rc.imported_modules("from ..c import C", "lib.sub.m") == {"lib", "lib.c", "lib.c.C"}
 
 
@@ -358,8 +423,14 @@ def test_static_dependencies_cover_what_the_chapters_really_import(tmp_path):
         print(json.dumps(out))
     """)
     cells = {stem: rc.chapter_code(stem) for stem in rc.chapters()}
-    done = subprocess.run([sys.executable, "-c", probe, str(ROOT)], input=json.dumps(cells), text=True,
-                          capture_output=True, check=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(ROOT)],
+        input=json.dumps(cells),
+        text=True,
+        capture_output=True,
+        check=True,
+        cwd=tmp_path,
+    )
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(loaded) == set(rc.chapters())
     for stem, files in loaded.items():

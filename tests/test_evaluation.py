@@ -28,8 +28,9 @@ def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(r
     fl, _ = attack_smoothed_multiclass(alpha[:, :1], y, q, k, max_flips=int(flips[np.isfinite(flips)].max()))
     assert fl[0] == flips[0]
     # an inflated certificate is caught: the check can fail
-    fake = labelflip.Certificate(cert.pred, np.where(np.isfinite(flips), flips.astype(int), cert.radius),
-                                 cert.log_tail, cert.lam)
+    fake = labelflip.Certificate(
+        cert.pred, np.where(np.isfinite(flips), flips.astype(int), cert.radius), cert.log_tail, cert.lam
+    )
     with pytest.raises(AssertionError, match="soundness bug"):
         evaluation.attack_certified(F, y, Ft, fake, q, pts, num_classes=k, slack=60)
 
@@ -41,8 +42,9 @@ def test_binary_attack_check_fires_on_an_inflated_certificate(rng):
     cert = labelflip.certify(X, y, Xt, 0.1)
     flips = evaluation.attack_certified(X, y, Xt, cert, 0.1, np.arange(10), slack=80)
     assert np.all(flips > cert.radius) and np.isfinite(flips).any()
-    fake = labelflip.Certificate(cert.pred, np.where(np.isfinite(flips), flips, cert.radius).astype(int),
-                                 cert.log_tail, cert.lam)
+    fake = labelflip.Certificate(
+        cert.pred, np.where(np.isfinite(flips), flips, cert.radius).astype(int), cert.log_tail, cert.lam
+    )
     with pytest.raises(AssertionError, match="soundness bug"):
         evaluation.attack_certified(X, y, Xt, fake, 0.1, np.arange(10), slack=80)
 

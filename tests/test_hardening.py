@@ -43,8 +43,13 @@ def _mp_log_cstar(q: float, r: int, dps: int = 40) -> mp.mpf:
         pm = 1 - qm
 
         def pmf(m, p):
-            return mp.exp(mp.loggamma(r + 1) - mp.loggamma(m + 1) - mp.loggamma(r - m + 1)
-                          + m * mp.log(p) + (r - m) * mp.log(1 - p))
+            return mp.exp(
+                mp.loggamma(r + 1)
+                - mp.loggamma(m + 1)
+                - mp.loggamma(r - m + 1)
+                + m * mp.log(p)
+                + (r - m) * mp.log(1 - p)
+            )
 
         def tail(m0, p):  # P(M >= m0), M ~ Bin(r, p)
             if m0 > r:
@@ -75,8 +80,9 @@ def _mp_log_cstar_all(q: float, r_max: int, dps: int = 30) -> tuple:
         half = mp.mpf(1) / 2
         for r in range(1, r_max + 1):
             mu = [(mu[m] if m < r else 0) * (1 - qm) + (mu[m - 1] * qm if m > 0 else 0) for m in range(r + 1)]
-            rho = [(rho[m] if m < r else 0) * qm + (rho[m - 1] * (1 - qm) if m > 0 else 0)
-                   for m in range(r + 1)]
+            rho = [
+                (rho[m] if m < r else 0) * qm + (rho[m - 1] * (1 - qm) if m > 0 else 0) for m in range(r + 1)
+            ]
             rho_acc, mu_acc, m = mp.mpf(0), mp.mpf(0), r
             while rho_acc + rho[m] < half:  # fill the levels of largest ratio first
                 rho_acc += rho[m]
@@ -233,7 +239,7 @@ def test_wide_p_outside_the_unit_interval_or_not_real_is_rejected():
     with pytest.raises(ValueError, match="p"):
         tight_radius(Fraction(3, 2), 0.1)
     with pytest.raises(ValueError, match="p"):
-        tight_radius(_mpf_p("-1e-30") , 0.1)  # 1 + 1e-30
+        tight_radius(_mpf_p("-1e-30"), 0.1)  # 1 + 1e-30
     with pytest.raises(ValueError, match="p"):
         kl_radius(np.array([0.9 + 0.1j]), 0.1)
     with pytest.raises(ValueError, match="p"):
@@ -520,7 +526,8 @@ def test_binary_objective_is_never_below_its_exact_value(rng):
         with mp.workdps(50):
             qm, tm = mp.mpf(q), mp.mpf(t)
             exact = tm / 2 + mp.fsum(
-                mp.log(qm + (1 - qm) * mp.exp(-tm * mp.mpf(ai))) if yi == 1
+                mp.log(qm + (1 - qm) * mp.exp(-tm * mp.mpf(ai)))
+                if yi == 1
                 else mp.log(1 - qm + qm * mp.exp(-tm * mp.mpf(ai)))
                 for ai, yi in zip(a, y)
             )

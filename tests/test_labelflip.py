@@ -279,7 +279,7 @@ def test_certified_prediction_never_changes_within_radius(k):
         p = G[np.arange(4), pred]
         radii = tight_radius(np.clip(p, 0.0, 1.0), q, k, max_radius=n)
         # exact smoothed prediction for every possible training labelling y' at once
-        diff = (Z[:, None, :] != Z[None, :, :])  # (N_y', N_z, n)
+        diff = Z[:, None, :] != Z[None, :, :]  # (N_y', N_z, n)
         W = np.prod(np.where(diff, q / (k - 1), 1 - q), axis=2)  # mu_{y'}(z)
         votes = base_votes(Z, alpha, k)  # (N_z, m)
         ham = np.sum(Z != y[None, :], axis=1)  # distance of each y' from y

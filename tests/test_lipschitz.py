@@ -26,8 +26,11 @@ def toy_labels(y: np.ndarray) -> np.ndarray:
     return np.where(disk, 1, np.where(wedge, 2, 0))
 
 
-TOY_BOUNDARIES = [lipschitz.Circle(CENTER, RADIUS), lipschitz.Ray(APEX, ANGLES[0]),
-                  lipschitz.Ray(APEX, ANGLES[1])]
+TOY_BOUNDARIES = [
+    lipschitz.Circle(CENTER, RADIUS),
+    lipschitz.Ray(APEX, ANGLES[0]),
+    lipschitz.Ray(APEX, ANGLES[1]),
+]
 
 
 def monte_carlo(labels, x, num_classes, n=400_000, seed=0):
@@ -77,8 +80,9 @@ def test_cohen_radius_is_the_certificate_of_probit_scores():
     # it is the Lipschitz certificate of z_c = Phi^{-1}(p_c) with L = 1/sigma
     pb = 0.3 * (1 - p)
     gap = norm.ppf(p) - norm.ppf(pb)
-    np.testing.assert_allclose(lipschitz.cohen_radius(p, pb, 0.7), lipschitz.lipschitz_radius(gap, 1 / 0.7),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        lipschitz.cohen_radius(p, pb, 0.7), lipschitz.lipschitz_radius(gap, 1 / 0.7), rtol=1e-12
+    )
     assert lipschitz.cohen_radius(0.4, 0.5, 1.0) == 0.0
     assert lipschitz.cohen_radius(0.6, 0.0, 1.0) == math.inf
     assert lipschitz.cohen_radius(1.0, 0.0, 1.0) == math.inf
@@ -164,8 +168,11 @@ def test_disk_matches_the_noncentral_chi_square_even_next_to_the_circle(rng):
     def labels(y):
         return (np.hypot(y[:, 0] - CENTER[0], y[:, 1] - CENTER[1]) < RADIUS).astype(int)
 
-    near = [CENTER + (RADIUS + e) * np.array([math.cos(a), math.sin(a)])
-            for e in (-0.3, -1e-3, -1e-9, 1e-9, 1e-3, 0.3) for a in (0.1, 2.0, 4.0)]
+    near = [
+        CENTER + (RADIUS + e) * np.array([math.cos(a), math.sin(a)])
+        for e in (-0.3, -1e-3, -1e-9, 1e-9, 1e-3, 0.3)
+        for a in (0.1, 2.0, 4.0)
+    ]
     x = np.concatenate([rng.uniform(-2.5, 2.5, size=(300, 2)), near, [CENTER]])
     p = lipschitz.smoothed_scores_2d(x, labels, boundary, 2, SIGMA)
     nc = ((x - CENTER) ** 2).sum(axis=1) / SIGMA**2
@@ -228,8 +235,10 @@ def test_probit_scores_are_one_over_sigma_lipschitz_and_raw_scores_sharp_constan
     constant 1/(sigma sqrt(2 pi)), half of Lemma 1's sqrt(2/pi)/sigma."""
     lines, step = lipschitz.random_lines(6, 200, 2.5, seed=3)
     flat = lines.reshape(-1, 2)
-    p, p_ref = (lipschitz.smoothed_scores_2d(flat, toy_labels, TOY_BOUNDARIES, 3, SIGMA, order=o)
-                .reshape(6, 200, 3) for o in (8, 16))
+    p, p_ref = (
+        lipschitz.smoothed_scores_2d(flat, toy_labels, TOY_BOUNDARIES, 3, SIGMA, order=o).reshape(6, 200, 3)
+        for o in (8, 16)
+    )
     sec = lipschitz.probit_secants(p, p_ref, step)
     assert sec.checked.mean() > 0.5
     assert np.nanmax(sec.tolerance) * SIGMA < 1e-3

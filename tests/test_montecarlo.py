@@ -112,8 +112,10 @@ def test_votes_are_exact_at_the_threshold():
     got = vote_counts(alpha, y, q, draws, np.random.default_rng(5), batch_size=batch)
     Y = y[None, :] ^ _flip_matrix(4, q, draws, batch, 5)
     a = [[Fraction(float(v)) for v in row] for row in alpha]
-    exact = [sum(sum((a[i][j] for i in range(4) if row[i]), Fraction(0)) >= Fraction(1, 2) for row in Y)
-             for j in range(3)]
+    exact = [
+        sum(sum((a[i][j] for i in range(4) if row[i]), Fraction(0)) >= Fraction(1, 2) for row in Y)
+        for j in range(3)
+    ]
     np.testing.assert_array_equal(got.ones, exact)
     assert got.rechecked > 0
 
@@ -169,8 +171,13 @@ def test_vote_counts_is_repeatable():
     ],
 )
 def test_bad_input_is_named(kwargs, name):
-    args = {"alpha": np.ones((3, 2)), "y": np.array([0, 1, 1]), "q": 0.1, "draws": 10,
-            "rng": np.random.default_rng(0)}
+    args = {
+        "alpha": np.ones((3, 2)),
+        "y": np.array([0, 1, 1]),
+        "q": 0.1,
+        "draws": 10,
+        "rng": np.random.default_rng(0),
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         vote_counts(**args)
@@ -234,18 +241,21 @@ def test_sampled_bound_follows_the_vote_counts():
     # estimation votes counted beforehand give the same certificate as drawing them here
     counted = vote_counts(alpha, y, q, n, np.random.default_rng(99))
     pick2 = (2 * vote_counts(alpha, y, q, n0, np.random.default_rng(5)).ones > n0).astype(int)
-    pred2, tail2 = sampled_bound(alpha, y, q, n0=n0, n=n, fail_prob=level, rng=np.random.default_rng(5),
-                                 votes=counted)
+    pred2, tail2 = sampled_bound(
+        alpha, y, q, n0=n0, n=n, fail_prob=level, rng=np.random.default_rng(5), votes=counted
+    )
     k2 = np.where(pick2 == 1, counted.ones, n - counted.ones)
     p2 = np.where(k2 > 0, beta_dist.ppf(level, np.maximum(k2, 1), n - k2 + 1), 0.0) * (1 - 1e-12)
     np.testing.assert_array_equal(pred2, np.where(p2 > 0.5, pick2, -1))
     np.testing.assert_allclose(tail2, np.where(p2 > 0.5, np.log1p(-p2), np.log(0.5)), rtol=1e-12)
     with pytest.raises(ValueError, match="votes"):
-        sampled_bound(alpha, y, q, n0=n0, n=n + 1, fail_prob=level, rng=np.random.default_rng(5),
-                      votes=counted)
+        sampled_bound(
+            alpha, y, q, n0=n0, n=n + 1, fail_prob=level, rng=np.random.default_rng(5), votes=counted
+        )
     with pytest.raises(ValueError, match="votes"):
-        sampled_bound(alpha[:, :3], y, q, n0=n0, n=n, fail_prob=level, rng=np.random.default_rng(5),
-                      votes=counted)
+        sampled_bound(
+            alpha[:, :3], y, q, n0=n0, n=n, fail_prob=level, rng=np.random.default_rng(5), votes=counted
+        )
 
 
 def test_sampled_bound_agrees_with_certify_monte_carlo():
@@ -272,8 +282,13 @@ def test_sampled_bound_agrees_with_certify_monte_carlo():
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"n0": 0}, "n0"), ({"n": 1.5}, "n"), ({"fail_prob": 1.0}, "fail_prob"), ({"q": 0.7}, "q"),
-     ({"rng": None}, "rng")],
+    [
+        ({"n0": 0}, "n0"),
+        ({"n": 1.5}, "n"),
+        ({"fail_prob": 1.0}, "fail_prob"),
+        ({"q": 0.7}, "q"),
+        ({"rng": None}, "rng"),
+    ],
 )
 def test_sampled_bound_bad_input_is_named(kwargs, name):
     args = {"n0": 10, "n": 10, "fail_prob": 0.01, "rng": np.random.default_rng(0), "q": 0.1}

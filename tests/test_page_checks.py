@@ -27,7 +27,9 @@ STYLE = """<style>
 PAGES = {
     "clean.html": """<main><h1>Clean</h1>
       <pre class="scroll">short line</pre>
-      <pre class="scroll">a long line in a scrollable block """ + "x" * 200 + """</pre>
+      <pre class="scroll">a long line in a scrollable block """
+    + "x" * 200
+    + """</pre>
       <table><tr><th>q</th><td>0.1</td></tr></table>
       <p><mjx-container class="MathJax"><mjx-math>x</mjx-math></mjx-container></p></main>""",
     "merror.html": """<main><p><mjx-container class="MathJax">
@@ -38,12 +40,18 @@ PAGES = {
       <script>const THEBE_JS_URL = "a";</script><script>const THEBE_JS_URL = "a";</script>""",
     "console.html": """<main><p>text</p></main><script>console.error("something failed");</script>""",
     "cut_code.html": """<main><div class="clip"><pre>a long line in a block that does not scroll """
-    + "x" * 200 + """</pre></div></main>""",
-    "cut_pre.html": """<main><pre class="clip" style="white-space: pre">a clipped line """ + "y" * 200
+    + "x" * 200
+    + """</pre></div></main>""",
+    "cut_pre.html": """<main><pre class="clip" style="white-space: pre">a clipped line """
+    + "y" * 200
     + """</pre></main>""",
     "cut_cell.html": """<main><table class="fixed"><tr><td>ok</td>
-      <td>""" + "z" * 60 + """</td><td>ok</td></tr></table></main>""",
-    "cut_body.html": """<main style="width: 3000px"><pre>""" + "w" * 400 + """</pre></main>
+      <td>"""
+    + "z" * 60
+    + """</td><td>ok</td></tr></table></main>""",
+    "cut_body.html": """<main style="width: 3000px"><pre>"""
+    + "w" * 400
+    + """</pre></main>
       <style>body { overflow-x: hidden; }</style>""",
 }
 
@@ -93,11 +101,14 @@ def test_mathjax_error_is_caught(browser, site):
         visit.page.close()
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("throws.html", "undefined_function_of_the_theme"),
-    ("redeclared.html", "THEBE_JS_URL"),
-    ("console.html", "something failed"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("throws.html", "undefined_function_of_the_theme"),
+        ("redeclared.html", "THEBE_JS_URL"),
+        ("console.html", "something failed"),
+    ],
+)
 def test_javascript_error_is_caught(browser, site, name, expected):
     visit = _visit(browser, site, name)
     try:
@@ -107,12 +118,15 @@ def test_javascript_error_is_caught(browser, site, name, expected):
         visit.page.close()
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("cut_code.html", "cut off by div.clip"),
-    ("cut_pre.html", "pre.clip"),
-    ("cut_cell.html", "td"),
-    ("cut_body.html", "cut off by body"),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("cut_code.html", "cut off by div.clip"),
+        ("cut_pre.html", "pre.clip"),
+        ("cut_cell.html", "td"),
+        ("cut_body.html", "cut off by body"),
+    ],
+)
 def test_cut_off_text_is_caught(browser, site, name, expected):
     visit = _visit(browser, site, name)
     try:

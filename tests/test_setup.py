@@ -49,8 +49,14 @@ def test_lib_is_an_installed_package(tmp_path):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert importlib.metadata.version(project["name"]) == project["version"] == lib.__version__
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", "import lib; print(lib.__file__)"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import lib; print(lib.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert Path(proc.stdout.strip()) == ROOT / "lib" / "__init__.py"
 
 

@@ -10,8 +10,16 @@ from lib.data import DataUnavailableError
 
 
 def test_tokenize():
-    assert text.tokenize("Great film!<br /><br />I didn't LIKE it?") == ["great", "film", "!", "i", "didn't",
-                                                                       "like", "it", "?"]
+    assert text.tokenize("Great film!<br /><br />I didn't LIKE it?") == [
+        "great",
+        "film",
+        "!",
+        "i",
+        "didn't",
+        "like",
+        "it",
+        "?",
+    ]
 
 
 def test_missing_imdb_names_the_package_and_the_archive(tmp_path, monkeypatch):
@@ -61,8 +69,9 @@ def test_mean_word_vectors_against_a_direct_loop():
     assert wv.vectors.shape == (400000, 50)
     docs = ["The movie was good.", "zzzqqq xxyyzz", "bad bad film"]
     F, found = text.mean_word_vectors(docs, wv)
-    np.testing.assert_allclose(F[0], np.mean([wv.vectors[wv.index[w]] for w in ["the", "movie", "was", "good"]],
-                                             axis=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        F[0], np.mean([wv.vectors[wv.index[w]] for w in ["the", "movie", "was", "good"]], axis=0), rtol=1e-6
+    )
     np.testing.assert_array_equal(F[1], 0.0)
     assert found.tolist() == [1.0, 0.0, 1.0]
     # 'good' and 'great' are closer than 'good' and 'terrible': the vectors are GloVe's
@@ -93,8 +102,14 @@ def minilm():
     return SentenceTransformer(str(gt.get_model_path()), device="cpu")
 
 
-DOCS = ["Short.", "A film " * 200 + "that never ends.", "Good acting, weak plot, a lovely score and far too long.",
-        "Awful.<br /><br />Just awful " * 5, "I liked it", "Not my kind of film, but well made " * 3]
+DOCS = [
+    "Short.",
+    "A film " * 200 + "that never ends.",
+    "Good acting, weak plot, a lovely score and far too long.",
+    "Awful.<br /><br />Just awful " * 5,
+    "I liked it",
+    "Not my kind of film, but well made " * 3,
+]
 
 
 def test_length_sorted_batches_match_sentence_transformers(minilm):
@@ -122,9 +137,16 @@ def test_cut_is_part_of_the_cache_key(tmp_path, minilm):
     assert np.all(np.sum(e_cut[[1, 3]] * e_full[[1, 3]], axis=1) < 0.999)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"max_tokens": 1}, "max_tokens"), ({"max_tokens": 600}, "max_tokens"),
-                                           ({"max_tokens": 64.0}, "max_tokens"), ({"batch_size": 0}, "batch_size"),
-                                           ({"batch_size": True}, "batch_size")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_tokens": 1}, "max_tokens"),
+        ({"max_tokens": 600}, "max_tokens"),
+        ({"max_tokens": 64.0}, "max_tokens"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+    ],
+)
 def test_sentence_embeddings_reject_bad_settings(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         text.sentence_embeddings(["a"], folder=tmp_path, **kwargs)

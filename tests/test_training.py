@@ -17,8 +17,12 @@ def _tiny(rng, n=64):
 
 def test_training_is_seeded(rng):
     x, y = _tiny(rng)
-    a = train_gaussian_noise(x, y, 0.25, num_classes=2, epochs=1, batch_size=32, seed=3, device="cpu", progress=False)
-    b = train_gaussian_noise(x, y, 0.25, num_classes=2, epochs=1, batch_size=32, seed=3, device="cpu", progress=False)
+    a = train_gaussian_noise(
+        x, y, 0.25, num_classes=2, epochs=1, batch_size=32, seed=3, device="cpu", progress=False
+    )
+    b = train_gaussian_noise(
+        x, y, 0.25, num_classes=2, epochs=1, batch_size=32, seed=3, device="cpu", progress=False
+    )
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
     assert 0.0 <= accuracy(a, x, y) <= 1.0
