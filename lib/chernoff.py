@@ -72,7 +72,8 @@ class ChernoffResult:
 
 
 def binary_objective(t: ArrayLike, alpha: ArrayLike, y: ArrayLike, q: float) -> NDArray[np.float64]:
-    r"""Eq. (7): :math:`t/2 + \sum_{y_i=1}\log(q+(1-q)e^{-t\alpha_i}) + \sum_{y_i=0}\log(1-q+qe^{-t\alpha_i})`.
+    r"""Eq. (7):
+    :math:`t/2 + \sum_{y_i=1}\log(q+(1-q)e^{-t\alpha_i}) + \sum_{y_i=0}\log(1-q+qe^{-t\alpha_i})`.
 
     For t > 0 this is the log of the Chernoff bound (13) on P(alpha^T Y <= 1/2); for t < 0 it is
     the log of the bound on P(alpha^T Y >= 1/2) at |t|. Evaluated in float64, stably
@@ -163,8 +164,8 @@ def _safeguarded_newton(
 
     ``derivatives(active, t_active)`` returns f'(t) and f''(t) for the still-active problems
     (``active`` are their indices, in increasing order). Keeps a bracket [lo, hi] with
-    f'(lo) < 0 < f'(hi), starting from ``bracket`` (infinite ends allowed); a Newton step outside the bracket is
-    replaced by bisection, or by a step of max(|t|, scale) towards the descent side while the
+    f'(lo) < 0 < f'(hi), starting from ``bracket`` (infinite ends allowed); a Newton step outside the
+    bracket is replaced by bisection, or by a step of max(|t|, scale) towards the descent side while the
     bracket is open on that side; iterates are clipped to [lower, upper]. A problem stops when a
     step moves t by less than ``tol * (|t| + scale)`` (Newton converges quadratically, so the
     point after that step is far more accurate than ``tol``), when f'(t) = 0, or at ``lower``

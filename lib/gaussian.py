@@ -11,7 +11,7 @@ but device-agnostic, vectorised class counting, and SciPy's maintained ``binomte
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -282,7 +282,8 @@ class Smooth:
                 scores = self.base_classifier(noise + x)
             if scores.ndim != 2 or scores.shape[1] != self.num_classes:
                 raise ValueError(
-                    f"base_classifier must return (batch, {self.num_classes}) scores; got {tuple(scores.shape)}"
+                    f"base_classifier must return (batch, {self.num_classes}) scores; "
+                    f"got {tuple(scores.shape)}"
                 )
             if torch.isnan(scores).any():  # argmax would read NaN as the largest score
                 raise ValueError("base_classifier returned NaN scores: the vote is undefined")

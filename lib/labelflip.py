@@ -166,7 +166,8 @@ def required_tail(
 
 
 def required_p(r: int, q: float, num_classes: int = 2, *, bound: Literal["tight", "kl"] = "tight") -> float:
-    """The smallest vote share p that certifies r flips (the paper's Figure 5, left): 1 - :func:`required_tail`."""
+    """The smallest vote share p that certifies r flips (the paper's Figure 5, left):
+    1 - :func:`required_tail`."""
     return 1.0 - required_tail(r, q, num_classes, bound=bound)
 
 

@@ -16,7 +16,7 @@ expresses the KL guarantee for Gaussians, where KL(rho || mu) = ||delta||^2 / (2
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

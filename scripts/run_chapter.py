@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import build_info  # noqa: E402
+
 from lib import profiles  # noqa: E402
 
 LIB = "lib"  # the package whose sources are part of a chapter's key
@@ -223,7 +224,7 @@ def lib_dependencies(stem: str, tree: Tree = REPO) -> list[Path]:
     except SyntaxError:
         return everything
     files: set[Path] = set()
-    todo = [f for f in map(lambda n: module_file(n, tree), names) if f]
+    todo = [f for f in (module_file(n, tree) for n in names) if f]
     while todo:
         path = todo.pop()
         if path in files:
@@ -236,7 +237,7 @@ def lib_dependencies(stem: str, tree: Tree = REPO) -> list[Path]:
             return everything
         # importing lib.x.y runs the __init__ of every package above it
         more |= {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
-        todo += [f for f in map(lambda n: module_file(n, tree), more) if f and f not in files]
+        todo += [f for f in (module_file(n, tree) for n in more) if f and f not in files]
     return sorted(files)
 
 
@@ -356,7 +357,7 @@ def execute(
             "profile": params["profile"],
             "parameters": params,
             "seconds": round(seconds, 2),
-            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "environment": environment(),
         }
     finally:
@@ -452,7 +453,8 @@ def build(
             seconds = time.perf_counter() - start
             target = (tree.out / f"{stem}.ipynb").relative_to(tree.root)
             say(
-                f"{tag} FAILED after {build_info.format_seconds(seconds)}; see {target}\n{type(exc).__name__}: {exc}"
+                f"{tag} FAILED after {build_info.format_seconds(seconds)}; see {target}\n"
+                f"{type(exc).__name__}: {exc}"
             )
             outcomes.append(Outcome(stem, "failed", seconds, guess, why, f"{type(exc).__name__}: {exc}"))
             failed = True
@@ -483,7 +485,7 @@ def report(
         json.dumps(
             {
                 "profile": profile,
-                "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "chapters": [
                     {
                         "chapter": o.chapter,

@@ -127,7 +127,7 @@ def test_proven_success_finds_the_first_success_of_a_monotone_order():
         for threshold in (1, 2, 3, 7, 64, 99, 100):
             calls = []
 
-            def changed(r, t=threshold):
+            def changed(r, t=threshold, calls=calls):
                 calls.append(r)
                 return r >= t
 
@@ -300,7 +300,7 @@ def test_first_success_finds_the_first_success_from_any_guess():
                 for guess in sorted({1, first - 1, first, first + 5, cap}):
                     calls = []
 
-                    def changed(idx, rs, first=first):
+                    def changed(idx, rs, first=first, calls=calls):
                         calls.extend(rs.tolist())
                         return rs >= first
 

@@ -150,7 +150,8 @@ _CUT_OFF_JS = r"""(selector) => {
     const st = getComputedStyle(el);
     const cell = el.tagName === 'TD' || el.tagName === 'TH';
     const what = name(el) + ' "' + el.textContent.trim().slice(0, 60) + '"';
-    if (el.scrollWidth > el.clientWidth + 1 && (clips(st.overflowX) || (cell && st.overflowX === 'visible'))) {
+    const cut = clips(st.overflowX) || (cell && st.overflowX === 'visible');
+    if (el.scrollWidth > el.clientWidth + 1 && cut) {
       found.push(what + ': wider than its box (' + el.scrollWidth + ' > ' + el.clientWidth + ' px)');
       continue;
     }
@@ -230,7 +231,8 @@ def test_page_reads_correctly(server, browser, rel):
         assert broken == [], broken
         # no cell shows an error
         errors = page.evaluate(
-            "() => document.querySelectorAll('.output.traceback, .output.error, .cell_output .stderr .ansi-red-fg').length"
+            "() => document.querySelectorAll("
+            "'.output.traceback, .output.error, .cell_output .stderr .ansi-red-fg').length"
         )
         assert errors == 0 and "Traceback (most recent call last)" not in text
         # nothing was fetched from another machine

@@ -40,7 +40,7 @@ def test_newton_matches_generic_scalar_minimiser(q, rng):
     alpha, y = _problem(rng)
     res = chernoff_bound(alpha, y, q)
     for j in range(alpha.shape[1]):
-        f = lambda t: binary_objective(t, alpha[:, j], y, q)  # noqa: E731
+        f = lambda t, j=j: binary_objective(t, alpha[:, j], y, q)  # noqa: E731
         scale = 1.0 / np.abs(alpha[:, j]).max()
         ref = minimize_scalar(
             f, bounds=(-1e3 * scale, 1e3 * scale), method="bounded", options={"xatol": 1e-10 * scale}
@@ -170,7 +170,7 @@ def test_multiclass_pairs_match_generic_minimiser_and_union_bound(rng):
         c = res.pred[j]
         logs = []
         for r in [x for x in range(k) if x != c]:
-            f = lambda t: _pair_objective_direct(t, alpha[:, j], y, c, r, q, k)  # noqa: E731
+            f = lambda t, j=j, c=c, r=r: _pair_objective_direct(t, alpha[:, j], y, c, r, q, k)  # noqa: E731
             ref = minimize_scalar(f, bounds=(0, 1e3 / np.abs(alpha[:, j]).max()), method="bounded")
             logs.append(min(ref.fun, 0.0))
         union = np.log(np.sum(np.exp(logs)))

@@ -7,15 +7,14 @@ from math import comb, log
 
 import numpy as np
 import pytest
+from conftest import all_labellings, base_votes, noise_probabilities
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import all_labellings, base_votes, noise_probabilities
-from lib.enumeration import change_labels
 from lib import labelflip
+from lib.enumeration import change_labels
 from lib.labelflip import kl_per_flip, kl_radius, tight_radius
 from lib.neyman_pearson import ThresholdTable
-
 
 # ------------------------------------------------------------------ KL divergence (eq. 9, 25)
 
@@ -421,7 +420,7 @@ def test_threshold_table_sound_at_large_r_against_50_digit_arithmetic():
         table.extend_to(max(r_values))
         for r in r_values:
             qm = mp.mpf(q)
-            pmf = lambda m, p: mp.binomial(r, m) * p**m * (1 - p) ** (r - m)  # noqa: E731
+            pmf = lambda m, p, r=r: mp.binomial(r, m) * p**m * (1 - p) ** (r - m)  # noqa: E731
             # rho-mass of the top levels (m = agreements with y2 among the r changed labels)
             acc_rho, m = mp.mpf(0), r
             while acc_rho + pmf(m, 1 - qm) < mp.mpf(1) / 2:
