@@ -128,7 +128,9 @@ def bench_chernoff_paths(
 ) -> list[dict]:
     """The Chernoff bounds' float64 pass at chapter 8's and chapter 9's sizes: the fused
     one-pass kernels (:mod:`lib.fused`) against the array forms they replace, at the same t, in
-    the same run; and the whole multi-class bound with and without the binned warm start."""
+    the same run; the whole multi-class bound with and without the binned warm start; and the
+    exact attack on the undefended K-class model, one sort per rival against the rivals' shared
+    groups (:func:`lib.attacks.min_flips_multiclass`)."""
     import torch as _torch
 
     from . import chernoff, fused
@@ -159,6 +161,13 @@ def bench_chernoff_paths(
     t_old, _ = _timed(lambda: chernoff_bound(am, ym, 0.05, k, warm_start=False))
     t_new, _ = _timed(lambda: chernoff_bound(am, ym, 0.05, k))
     rows.append({"path": f"K = {k} whole bound, n = {n_multi}", "array_s": t_old, "fused_s": t_new})
+    # the undefended K-class attack: one sort per (test point, rival) against the shared groups
+    from .attacks import _min_flips_multiclass_sorted, min_flips_multiclass
+
+    min_flips_multiclass(am[:, :2], ym, k)  # compile (cached on disk)
+    t_old, _ = _timed(lambda: _min_flips_multiclass_sorted(am, ym, k))
+    t_new, _ = _timed(lambda: min_flips_multiclass(am, ym, k))
+    rows.append({"path": f"K = {k} undefended attack, n = {n_multi}", "array_s": t_old, "fused_s": t_new})
     for r in rows:
         r["speed_up"] = r["array_s"] / r["fused_s"]
     return rows
