@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages that pip cannot provide: Chromium, for the tests that open the rendered book
-# as a reader would (tests/test_book.py); npm, for MathJax; Debian's Fashion-MNIST (chapter 6's
-# Dogfish analogue; without it lib.data downloads it, with checksums, when online). Installs
+# as a reader would (tests/test_book.py); npm, for MathJax; Debian's Fashion-MNIST (chapter 7's
+# Dogfish analogue; without it torchvision downloads it, with its checksums, when online). Installs
 # them with apt-get when missing (as root, or with sudo); otherwise says what to install.
 set -euo pipefail
 need=()
