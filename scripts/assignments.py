@@ -222,12 +222,16 @@ def parse(stem: str) -> Chapter:
             continue
         if cell.cell_type != "markdown":
             continue
-        for m in EXERCISE_RE.finditer(cell.source):
-            opts, body = _directive_body(m["body"])
-            if "label" not in opts:
-                raise ValueError(f"{stem}: exercise {m['title']!r} has no :label:")
-            exercises.append(Exercise(opts["label"], m["title"], body))
-        for m in SOLUTION_RE.finditer(cell.source):
+        # exercises and solutions in the order they appear (one cell may hold several of each)
+        blocks = [(m.start(), "exercise", m) for m in EXERCISE_RE.finditer(cell.source)]
+        blocks += [(m.start(), "solution", m) for m in SOLUTION_RE.finditer(cell.source)]
+        for _, kind, m in sorted(blocks, key=lambda b: b[0]):
+            if kind == "exercise":
+                opts, body = _directive_body(m["body"])
+                if "label" not in opts:
+                    raise ValueError(f"{stem}: exercise {m['title']!r} has no :label:")
+                exercises.append(Exercise(opts["label"], m["title"], body))
+                continue
             ex = _current(exercises, stem)
             if m["label"] != ex.label:
                 raise ValueError(f"{stem}: solution for {m['label']} follows exercise {ex.label}")
