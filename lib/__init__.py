@@ -11,6 +11,7 @@ One module per idea:
 * :mod:`lib.neyman_pearson` - the likelihood-ratio levels behind the tight certificate (3);
 * :mod:`lib.enumeration` - exact label-noise laws on tiny problems, by enumeration (3);
 * :mod:`lib.least_squares` - training as a linear function of the labels (4);
+* :mod:`lib.partition` - deterministic partition-aggregation certificates (SS-DPA, FA) and attacks;
 * :mod:`lib.chernoff` - the Chernoff bounds that remove sampling (5);
 * :mod:`lib.fused` - one-pass float64 kernels of those bounds and the warm starts' histograms (5, 9);
 * :mod:`lib.montecarlo` - exact Monte Carlo votes of the least-squares vote by sparse updates (5);
