@@ -34,6 +34,46 @@ def _timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
     return best, out
 
 
+def refit_vs_inner_product(
+    X: np.ndarray,
+    y: np.ndarray,
+    Xt: np.ndarray,
+    lam: float,
+    q: float,
+    sizes,
+    rng: np.random.Generator,
+    draws: int = 50,
+    refits: int = 20,
+    dots: int = 2000,
+):
+    """Seconds per noisy labelling to get one test prediction, for the first n training points
+    of each n in ``sizes``: refitting ridge on the labelling (:func:`ridge_fit_predict`) against
+    one inner product with the precomputed kernel weights (eq. 12). ``draws`` noisy labellings
+    per size are drawn from ``rng`` (:func:`lib.labelflip.flip_labels`) and cycled; the mean
+    over ``refits`` refits and ``dots`` inner products. A table with columns n, refit (s) and
+    alpha^T y (s)."""
+    import pandas as pd
+
+    from .labelflip import flip_labels
+
+    rows = []
+    for n in sizes:
+        Xn, yn = X[: min(n, len(y))], y[: min(n, len(y))]
+        a = kernel_weights(Xn, Xt[:1], lam)[:, 0]
+        flips = flip_labels(yn, q, 2, rng, draws)
+        start = time.perf_counter()
+        for i in range(refits):
+            ridge_fit_predict(Xn, flips[i % draws], Xt[:1], lam)
+        refit = (time.perf_counter() - start) / refits
+        start = time.perf_counter()
+        for i in range(dots):
+            a @ flips[i % draws]
+        rows.append(
+            {"n": Xn.shape[0], "refit (s)": refit, "alpha^T y (s)": (time.perf_counter() - start) / dots}
+        )
+    return pd.DataFrame(rows)
+
+
 def labelflip_problem(n: int = 13007, k: int = 50, m: int = 2163, seed: int = 0):
     rng = np.random.default_rng(seed)
     w = rng.normal(size=k)

@@ -38,6 +38,7 @@ __all__ = [
     "FASHION_CLASSES",
     "binary_subset",
     "mnist17",
+    "digit_subset",
     "data_dir",
     "DataUnavailableError",
 ]
@@ -247,6 +248,23 @@ def mnist17(mnist: MNIST, n_train: int, n_test: int, rng: np.random.Generator):
     tr = np.sort(rng.choice(len(y_tr), min(n_train, len(y_tr)), replace=False))
     te = np.sort(rng.choice(len(y_te), min(n_test, len(y_te)), replace=False))
     return x_tr[tr], y_tr[tr], x_te[te], y_te[te]
+
+
+def digit_subset(mnist: MNIST, digits, n_train: int, n_test: int, rng: np.random.Generator):
+    """The images of the classes ``digits``, relabelled 0, 1, ... in the order given: a seeded
+    subsample of at most n_train training and n_test test images (drawn from ``rng``, training
+    first), kept in their original order. Returns (x_train, y_train, x_test, y_test)."""
+    digits = [int(d) for d in digits]
+    if len(set(digits)) != len(digits) or len(digits) < 2:
+        raise ValueError(f"digits must name at least two distinct classes; got {digits!r}")
+    relabel = np.full(max(digits) + 1, -1, dtype=np.int64)
+    relabel[digits] = np.arange(len(digits))
+    out = []
+    for x, y, size in ((mnist.x_train, mnist.y_train, n_train), (mnist.x_test, mnist.y_test, n_test)):
+        keep = np.flatnonzero(np.isin(y, digits))
+        pick = np.sort(rng.choice(keep, min(size, len(keep)), replace=False))
+        out += [x[pick], relabel[y[pick]]]
+    return tuple(out)
 
 
 def load_fashion_mnist(download: bool = True, folder: Path | None = None) -> MNIST:

@@ -8,10 +8,15 @@ The attacks themselves are in :mod:`lib.attacks`; the feature maps in :mod:`lib.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
+from tqdm import tqdm
 
 from . import _checks, style
 from .attacks import (
@@ -22,7 +27,7 @@ from .attacks import (
     min_flips_least_squares,
     min_flips_multiclass,
 )
-from .labelflip import Certificate
+from .labelflip import Certificate, certify_tight_and_kl
 from .least_squares import add_intercept, kernel_weights
 
 __all__ = [
@@ -32,6 +37,9 @@ __all__ = [
     "attack_undefended",
     "attack_certified",
     "plot_certified_curves",
+    "QGrid",
+    "certify_grid",
+    "median_certified",
 ]
 
 
@@ -51,6 +59,21 @@ def first_below(curve: ArrayLike, radii: ArrayLike, level: float) -> int | None:
     return int(np.asarray(radii)[below[0]]) if below.size else None
 
 
+def median_certified(radius: ArrayLike, correct: ArrayLike) -> int:
+    """The median certified number of flips: the largest r such that at least half of the test
+    points are correctly classified AND certified at r, i.e. the median of the per-point values
+    (the radius where the prediction is correct, -1 where it is wrong). -1 when fewer than half
+    are correct. The statistic the partition-aggregation papers report (Levine & Feizi, 2021)."""
+    r = np.asarray(radius)
+    ok = np.asarray(correct, dtype=bool)
+    if r.shape != ok.shape or r.ndim != 1 or r.size == 0:
+        raise ValueError(
+            f"radius and correct must be 1-d, non-empty and of one shape; got {r.shape}, {ok.shape}"
+        )
+    values = np.sort(np.where(ok, r, -1))[::-1]
+    return int(values[(r.size + 1) // 2 - 1])
+
+
 @dataclass
 class Undefended:
     """Predictions of the undefended models and the flips their attacks need per test point."""
@@ -60,6 +83,10 @@ class Undefended:
     lr_pred: NDArray | None = None  # logistic regression (binary tasks only)
     lr_flips: NDArray | None = None  # best of the paper's App. C orderings, on lr_points
     lr_points: NDArray | None = None
+
+    def accuracy_under_attack(self, y_test: ArrayLike, radii: ArrayLike) -> NDArray[np.float64]:
+        """The least-squares model's accuracy left by an exact attack with r flips, per r."""
+        return attacked_accuracy(self.ls_pred, self.ls_flips, y_test, radii)
 
 
 def attack_undefended(
@@ -196,3 +223,119 @@ def plot_certified_curves(
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
+
+
+@dataclass
+class QGrid:
+    """The certificates of one test set for each flip probability q of a grid: ``tight`` (eq. 4
+    with the Neyman-Pearson construction) and ``kl`` (eq. 8 / 25), both read off one Chernoff
+    bound per test point, with the seconds each q took. Fractions, not percentages."""
+
+    y_test: NDArray
+    tight: dict[float, Certificate] = field(default_factory=dict)
+    kl: dict[float, Certificate] = field(default_factory=dict)
+    seconds: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def q_grid(self) -> list[float]:
+        return list(self.tight)
+
+    def accuracy(self, q: float) -> float:
+        """Non-robust accuracy of the smoothed classifier at ``q``."""
+        return float(np.mean(self.tight[q].pred == self.y_test))
+
+    def certified(self, q: float, r: int, bound: str = "tight") -> float:
+        """Certified accuracy at ``q`` against ``r`` flips (``bound``: 'tight' or 'kl')."""
+        certs = {"tight": self.tight, "kl": self.kl}[bound]
+        return float(certs[q].certified_accuracy(self.y_test, r))
+
+    def median(self, q: float, bound: str = "tight") -> int:
+        """:func:`median_certified` of the certificate at ``q`` (``bound``: 'tight' or 'kl')."""
+        c = {"tight": self.tight, "kl": self.kl}[bound][q]
+        return median_certified(c.radius, c.pred == self.y_test)
+
+    def best_q(self, r: int) -> float:
+        """The q of the grid that certifies most at ``r`` flips (the first such q on ties)."""
+        return max(self.q_grid, key=lambda q: self.certified(q, r))
+
+    def table(self, radii: Sequence[int]) -> pd.DataFrame:
+        """One row per q: accuracy, the median lower bound on the prediction's vote share, and the
+        certified accuracy at each r of ``radii`` (columns ``certified at r = ...``; tight)."""
+        rows = [
+            {
+                "q": q,
+                "accuracy": self.accuracy(q),
+                "median vote share bound": float(np.median(c.p_lower)),
+                **{f"certified at r = {r}": self.certified(q, r) for r in radii},
+            }
+            for q, c in self.tight.items()
+        ]
+        return pd.DataFrame(rows).set_index("q")
+
+    def figure(
+        self,
+        radii: NDArray,
+        undefended: Undefended | None = None,
+        lr_max_flips: int | None = None,
+        titles: tuple[str, str] = ("tight certificate", "KL certificate"),
+        legend_panel: int = 0,
+    ):
+        """The paper's figure, tight certificate left and KL right (:func:`plot_certified_curves`)."""
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for ax, certs, title in zip(axes, (self.tight, self.kl), titles):
+            plot_certified_curves(ax, radii, certs, self.y_test, undefended, title, lr_max_flips)
+        axes[1].set_ylabel("")
+        axes[legend_panel].legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+        return fig
+
+
+def certify_grid(
+    F: NDArray,
+    y: NDArray,
+    Ft: NDArray,
+    y_test: ArrayLike,
+    q_grid: Sequence[float],
+    num_classes: int = 2,
+    *,
+    chunk: int | None = None,
+    report_at: int | None = None,
+    verbose: bool = True,
+) -> QGrid:
+    """Certify the test set for every q of ``q_grid`` with :func:`lib.labelflip.certify_tight_and_kl`
+    (one Chernoff solve per test point gives both radii), ``chunk`` test points at a time when
+    given (with a progress bar; lambda and a test point's alpha do not depend on the other test
+    points, so the certificates are those of one call, up to the rounding of alpha's matrix
+    products, which differs with the chunk's shape in the last digits). Prints one line per q: the time,
+    the accuracy and, with ``report_at``, the certified accuracy at that many flips."""
+    yt = np.asarray(y_test)
+    if len(Ft) == 0:
+        raise ValueError("Ft must hold at least one test point")
+    if yt.shape != (len(Ft),):
+        raise ValueError(f"y_test must hold one label per row of Ft ({len(Ft)}); got shape {yt.shape}")
+    if len(q_grid) == 0:
+        raise ValueError("q_grid must hold at least one flip probability")
+    step = len(Ft) if chunk is None else _checks.count(chunk, "chunk")
+    out = QGrid(yt)
+    for q in q_grid:
+        start = time.perf_counter()
+        starts = range(0, len(Ft), max(step, 1))
+        if chunk is not None:
+            starts = tqdm(starts, desc=f"q = {q}")
+        parts = [certify_tight_and_kl(F, y, Ft[s : s + step], q, num_classes) for s in starts]
+        out.seconds[q] = time.perf_counter() - start
+        for i, certs in enumerate((out.tight, out.kl)):
+            cs = [p[i] for p in parts]
+            certs[q] = Certificate(
+                *(np.concatenate([getattr(c, a) for c in cs]) for a in ("pred", "radius", "log_tail")),
+                cs[0].lam,
+            )
+        if verbose:
+            line = (
+                f"q = {q}: {len(yt):,} test points certified in {out.seconds[q]:.1f} s "
+                f"({1e3 * out.seconds[q] / max(len(yt), 1):.1f} ms each); accuracy {out.accuracy(q):.1%}"
+            )
+            if report_at is not None:
+                line += f"; certified at {report_at} flips {out.certified(q, report_at):.1%}"
+            print(line)
+    return out

@@ -11,6 +11,7 @@ but device-agnostic, vectorised class counting, and SciPy's maintained ``binomte
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -22,7 +23,15 @@ from tqdm import tqdm
 
 from . import _checks
 
-__all__ = ["ABSTAIN", "NoiseBank", "clopper_pearson_lower", "gaussian_radius", "Smooth"]
+__all__ = [
+    "ABSTAIN",
+    "NoiseBank",
+    "clopper_pearson_lower",
+    "gaussian_radius",
+    "certified_accuracy",
+    "Smooth",
+    "votes_per_second",
+]
 
 ABSTAIN = -1
 
@@ -57,6 +66,20 @@ def gaussian_radius(p: ArrayLike, sigma: float) -> NDArray[np.float64] | float:
     s = _checks.positive(sigma, "sigma")
     out = np.where(pa > 0.5, s * norm.ppf(pa), 0.0)
     return float(out) if out.ndim == 0 else out
+
+
+def certified_accuracy(
+    classes: ArrayLike, radii: ArrayLike, y_true: ArrayLike, r_grid: ArrayLike
+) -> NDArray[np.float64]:
+    """Fraction of points whose CERTIFY answer is the true class with radius >= r, for each r of
+    ``r_grid`` (an abstention, class ABSTAIN, is never correct). Cohen et al.'s certified accuracy."""
+    c, rad, yt = np.asarray(classes), np.asarray(radii, dtype=np.float64), np.asarray(y_true)
+    if not (c.shape == rad.shape == yt.shape) or c.ndim != 1:
+        raise ValueError(
+            f"classes, radii and y_true must be 1-d of one length; got {c.shape}, {rad.shape}, {yt.shape}"
+        )
+    r = np.asarray(r_grid, dtype=np.float64).reshape(-1)
+    return np.mean((c == yt)[None, :] & (rad[None, :] >= r[:, None]), axis=1)
 
 
 def _model_device(model: Callable) -> torch.device:
@@ -289,3 +312,15 @@ class Smooth:
                 raise ValueError("base_classifier returned NaN scores: the vote is undefined")
             counts += torch.bincount(scores.argmax(dim=1), minlength=self.num_classes)
         return counts.cpu().numpy()
+
+
+def votes_per_second(
+    smooth: Smooth, x: torch.Tensor, samples: int, batch_size: int, bank: NoiseBank | None = None
+) -> float:
+    """Votes counted per second by :meth:`Smooth.sample_counts` at ``x`` (over ``bank`` when
+    given), timed after one warm-up batch: the cost of CERTIFY's counting for this classifier."""
+    samples = _checks.count(samples, "samples")
+    smooth.sample_counts(x, min(samples, batch_size), batch_size)
+    start = time.perf_counter()
+    smooth.sample_counts(x, samples, batch_size, bank=bank)
+    return samples / (time.perf_counter() - start)

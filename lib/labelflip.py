@@ -417,3 +417,53 @@ def certify_tight_and_kl(
     tight = certify(F, y, Ft, q, bound="tight", num_classes=num_classes)
     radius = radius_from_log_tail(tight.log_tail, q, num_classes, bound="kl", max_radius=len(y))
     return tight, Certificate(tight.pred, radius, tight.log_tail, tight.lam)
+
+
+def lambda_sweep(
+    X: ArrayLike, y: ArrayLike, X_test: ArrayLike, y_test: ArrayLike, q: float, lams: ArrayLike, radii
+):
+    """What the ridge parameter does (chapter 4): for each lambda of ``lams``, the accuracy of
+    ridge on the clean labels (1{alpha^T y >= 1/2}, eq. 12), of the smoothed classifier at
+    ``q``, and its certified accuracy (tight, eq. 4) at each r of ``radii``. ``X`` and
+    ``X_test`` are used as given (no intercept is added). One row per lambda."""
+    import pandas as pd
+
+    Xtr, Xte, yv = _training_data(X, y, X_test, 2)
+    yt = np.asarray(y_test)
+    qf = _checks.flip_probability(q, 2)
+    rows = []
+    for lam in np.asarray(lams, dtype=np.float64):
+        a = kernel_weights(Xtr, Xte, float(lam))
+        res = chernoff_bound(a, yv, qf)
+        radius = radius_from_log_tail(res.log_tail, qf, max_radius=len(yv))
+        row = {
+            "lambda": lam,
+            "clean accuracy": np.mean(((a.T @ yv) >= 0.5) == yt),
+            "smoothed accuracy": np.mean(res.pred == yt),
+        }
+        row.update({f"certified at r = {r}": np.mean((res.pred == yt) & (radius >= r)) for r in radii})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def certify_lambdas(F, y, F_test, y_test, q: float, lams: dict, radii, known: Certificate | None = None):
+    """Certify at ``q`` with each named ridge parameter of ``lams`` (name -> lambda), on features
+    ``F`` (:func:`certify` adds the intercept): one row per name with the value, the accuracy and
+    the certified accuracy (tight) at each r of ``radii``. ``known``, a certificate already
+    computed at ``q``, is reused for the lambda it was computed with. A lambda that reads the
+    training labels gives numbers that are not certificates (chapter 6)."""
+    import pandas as pd
+
+    yt = np.asarray(y_test)
+    rows = []
+    for name, lam in lams.items():
+        c = known if known is not None and lam == known.lam else certify(F, y, F_test, q, lam=lam)
+        rows.append(
+            {
+                "lambda": name,
+                "value": lam,
+                "accuracy": float(np.mean(c.pred == yt)),
+                **{f"certified at r = {r}": float(c.certified_accuracy(yt, r)) for r in radii},
+            }
+        )
+    return pd.DataFrame(rows).set_index("lambda")

@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from . import _checks
 from .gaussian import ABSTAIN, NoiseBank, Smooth
 
-__all__ = ["pgd_l2", "attacked_accuracy_curve", "soundness_violations", "predict_many"]
+__all__ = [
+    "pgd_l2",
+    "attacked_accuracy_curve",
+    "soundness_violations",
+    "predict_many",
+    "attack_base",
+    "attack_smoothed_predict",
+]
 
 
 def _project(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -96,3 +103,49 @@ def predict_many(
 ) -> NDArray[np.int64]:
     """PREDICT at every input of ``xs`` (first axis), over ``bank`` when given."""
     return np.array([smooth.predict(x, n, alpha, batch_size, bank=bank) for x in xs], dtype=np.int64)
+
+
+def attack_base(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps_grid: ArrayLike, steps: int, seed: int = 0
+) -> NDArray[np.float64]:
+    """The accuracy that :func:`pgd_l2` on the base classifier leaves at 0 and at each eps of
+    ``eps_grid`` (increasing), by :func:`attacked_accuracy_curve`."""
+    truth = y.numpy()
+    with torch.no_grad():
+        ok = [model(x).argmax(1).numpy() == truth]
+    for e in np.asarray(eps_grid, dtype=float):
+        adv = pgd_l2(model, x, y, e, steps=steps, seed=seed)
+        with torch.no_grad():
+            ok.append(model(adv).argmax(1).numpy() == truth)
+    return attacked_accuracy_curve(np.array(ok).T)
+
+
+def attack_smoothed_predict(
+    smooth: Smooth,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_grid: ArrayLike,
+    *,
+    steps: int,
+    samples: int,
+    predict_n: int,
+    batch_size: int,
+    alpha: float = 0.001,
+    seed: int = 0,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """SmoothAdv (:func:`pgd_l2` with ``sigma = smooth.sigma``) on ``smooth``'s base classifier at
+    each eps of ``eps_grid``, each attacked point judged by PREDICT (``predict_n`` draws, level
+    ``alpha``) from ``smooth``'s generator: PREDICT at the clean points first, then at each eps.
+    Returns (curve, preds): the attacked accuracy at 0 and each eps, counting a point as broken
+    once PREDICT returned a wrong class (an abstention is not a wrong answer of g), and the
+    PREDICT answers, (points, 1 + len(eps_grid))."""
+    eps = np.asarray(eps_grid, dtype=float)
+    preds = [predict_many(smooth, x, predict_n, alpha, batch_size)]
+    for e in eps:
+        adv = pgd_l2(
+            smooth.base_classifier, x, y, e, steps=steps, sigma=smooth.sigma, samples=samples, seed=seed
+        )
+        preds.append(predict_many(smooth, adv, predict_n, alpha, batch_size))
+    out = np.array(preds).T
+    truth = y.numpy()[:, None]
+    return attacked_accuracy_curve((out == truth) | (out == ABSTAIN)), out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import seaborn as sns
 
-__all__ = ["use", "q_colour", "sigma_colour", "ROLE", "PALETTE", "Q_RANGE"]
+__all__ = ["use", "q_colour", "sigma_colour", "image_rows", "ROLE", "PALETTE", "Q_RANGE"]
 
 PALETTE = sns.color_palette("colorblind")  # ten colours, safe for the common colour-vision deficiencies
 Q_RANGE = (5e-4, 0.45)  # the flip probabilities the book draws; q outside is clipped to the ends
@@ -68,3 +68,27 @@ def sigma_colour(sigma: float) -> tuple[float, ...]:
             return tuple(colour)
     pos = float(np.clip((np.log(s) - np.log(0.05)) / (np.log(4.0) - np.log(0.05)), 0.0, 1.0))
     return tuple(_SIGMA_MAP(pos))
+
+
+def image_rows(rows, labels, figsize=(6.5, 3.6)):
+    """A figure of grey images in rows, one label per row: ``rows`` is a list of tensors of equal
+    shape (m, 1, H, W) with values in [0, 1], tiled by torchvision's ``make_grid`` (2-pixel white
+    gaps)."""
+    import matplotlib.pyplot as plt
+    import torch
+    from torchvision.utils import make_grid
+
+    if len(rows) != len(labels) or not rows:
+        raise ValueError(
+            f"rows and labels must be non-empty and of one length; got {len(rows)} and {len(labels)}"
+        )
+    m, _, h, _ = rows[0].shape
+    grid = make_grid(torch.cat(list(rows)), nrow=m, padding=2, pad_value=1.0)
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray")
+    ax.set_yticks([2 + h // 2 + (h + 2) * i for i in range(len(rows))], labels)
+    ax.set_xticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    fig.tight_layout()
+    return fig

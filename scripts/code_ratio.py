@@ -23,12 +23,13 @@ def ratio(path: Path) -> tuple[int, int]:
     """(code characters, prose characters) of one chapter source before ``## Exercises``."""
     code = prose = 0
     for cell in jupytext.read(path).cells:
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("## Exercises"):
-            break
         if cell.cell_type == "code":
             code += len(cell.source)
         elif cell.cell_type == "markdown":
-            prose += len(cell.source)
+            head, found, _ = cell.source.partition("## Exercises")
+            prose += len(head if found else cell.source)
+            if found:  # the heading may share a cell with the prose before it, or follow a label
+                break
     return code, prose
 
 

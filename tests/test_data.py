@@ -124,3 +124,30 @@ def test_fashion_mnist_offline_and_the_dogfish_sized_pair():
     np.testing.assert_array_equal(again[0], xs)
     with pytest.raises(ValueError, match="only 6000 exist"):
         data.class_pair(ds, 0, 6, 6001, 1, np.random.default_rng(0))
+
+
+def test_digit_subset_draws_and_relabels_like_the_inline_code():
+    """The same draws from the generator as selecting the indices by hand, training first,
+    and labels 0, 1, ... in the order the digits are given."""
+    from lib.data import MNIST, digit_subset
+
+    g = np.random.default_rng(0)
+    fake = MNIST(
+        g.integers(0, 255, (300, 28, 28)).astype(np.uint8),
+        g.integers(0, 10, 300),
+        g.integers(0, 255, (80, 28, 28)).astype(np.uint8),
+        g.integers(0, 10, 80),
+        "fake",
+    )
+    x, y, xt, yt = digit_subset(fake, [7, 1, 9], 40, 1000, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    keep = np.flatnonzero(np.isin(fake.y_train, [7, 1, 9]))
+    tr = np.sort(rng.choice(keep, 40, replace=False))
+    keep_t = np.flatnonzero(np.isin(fake.y_test, [7, 1, 9]))
+    te = np.sort(rng.choice(keep_t, len(keep_t), replace=False))
+    np.testing.assert_array_equal(x, fake.x_train[tr])
+    np.testing.assert_array_equal(xt, fake.x_test[te])
+    np.testing.assert_array_equal(y, np.vectorize({7: 0, 1: 1, 9: 2}.get)(fake.y_train[tr]))
+    np.testing.assert_array_equal(yt, np.vectorize({7: 0, 1: 1, 9: 2}.get)(fake.y_test[te]))
+    with pytest.raises(ValueError, match="digits"):
+        digit_subset(fake, [3, 3], 10, 10, np.random.default_rng(0))

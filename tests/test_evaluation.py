@@ -155,3 +155,72 @@ def test_embedding_in_inference_mode_equals_the_plain_forward(rng):
     np.testing.assert_array_equal(features.embed(net, images), ref)
     # in batches: the same up to float32 rounding (the kernels may sum in another order)
     np.testing.assert_allclose(features.embed(net, images, batch=3), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_certify_grid_in_chunks_equals_one_certify_call_per_q_and_bound(rng, k):
+    """The grid's certificates, certified 7 test points at a time, are those of certify on the
+    whole test set with each bound (log tails to the last digits: BLAS rounds alpha differently
+    for a different chunk shape); best_q, certified and accuracy read them."""
+    F = rng.normal(size=(200, 3))
+    y = rng.integers(0, k, 200) if k > 2 else (F[:, 0] + 0.3 * rng.normal(size=200) > 0).astype(int)
+    Ft, yt = rng.normal(size=(23, 3)), rng.integers(0, k, 23)
+    grid = evaluation.certify_grid(F, y, Ft, yt, [0.02, 0.2], num_classes=k, chunk=7, report_at=3)
+    whole = evaluation.certify_grid(F, y, Ft, yt, [0.02, 0.2], num_classes=k, verbose=False)
+    for q in (0.02, 0.2):
+        for bound, certs in (("tight", grid.tight), ("kl", grid.kl)):
+            ref = labelflip.certify(F, y, Ft, q, bound=bound, num_classes=k)
+            np.testing.assert_array_equal(certs[q].pred, ref.pred)
+            np.testing.assert_array_equal(certs[q].radius, ref.radius)
+            np.testing.assert_allclose(certs[q].log_tail, ref.log_tail, rtol=1e-12)
+            np.testing.assert_array_equal({"tight": whole.tight, "kl": whole.kl}[bound][q].radius, ref.radius)
+            assert grid.certified(q, 3, bound) == pytest.approx(np.mean((ref.pred == yt) & (ref.radius >= 3)))
+        assert grid.accuracy(q) == pytest.approx(np.mean(grid.tight[q].pred == yt))
+    for r in (0, 2, 5):
+        assert grid.certified(grid.best_q(r), r) == max(grid.certified(q, r) for q in grid.q_grid)
+    fig = grid.figure(np.arange(10))
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) >= 2
+    with pytest.raises(ValueError, match="y_test"):
+        evaluation.certify_grid(F, y, Ft, yt[:-1], [0.1], num_classes=k)
+    with pytest.raises(ValueError, match="chunk"):
+        evaluation.certify_grid(F, y, Ft, yt, [0.1], num_classes=k, chunk=0)
+
+
+def test_qgrid_table_reads_the_certificates(rng):
+    F = rng.normal(size=(120, 3))
+    y = (F[:, 0] + 0.3 * rng.normal(size=120) > 0).astype(int)
+    Ft = rng.normal(size=(15, 3))
+    yt = (Ft[:, 0] > 0).astype(int)
+    grid = evaluation.certify_grid(F, y, Ft, yt, [0.05, 0.3], verbose=False)
+    table = grid.table([0, 4])
+    assert list(table.index) == [0.05, 0.3]
+    for q in (0.05, 0.3):
+        c = grid.tight[q]
+        assert table.loc[q, "accuracy"] == np.mean(c.pred == yt)
+        assert table.loc[q, "certified at r = 4"] == np.mean((c.pred == yt) & (c.radius >= 4))
+        assert table.loc[q, "median vote share bound"] == np.median(c.p_lower)
+
+
+def test_refit_vs_inner_product_times_both_per_size(rng):
+    from lib.bench import refit_vs_inner_product
+
+    X = np.c_[rng.normal(size=(300, 3)), np.ones(300)]
+    y = (X[:, 0] > 0).astype(int)
+    table = refit_vs_inner_product(X, y, X[:2], 1.0, 0.1, [50, 300, 1000], rng, refits=2, dots=20)
+    assert list(table["n"]) == [50, 300, 300]
+    assert (table[["refit (s)", "alpha^T y (s)"]] > 0).all().all()
+
+
+def test_median_certified_is_the_largest_radius_half_the_points_reach(rng):
+    """Against a direct count: at least half are correct and certified at the median, fewer than
+    half at the median + 1; wrong predictions count as -1."""
+    for m in (1, 2, 5, 6, 40):
+        for _ in range(30):
+            radius = rng.integers(0, 12, m)
+            correct = rng.random(m) < 0.8
+            med = evaluation.median_certified(radius, correct)
+            at_med = m if med < 0 else np.sum(correct & (radius >= med))
+            assert 2 * at_med >= m and 2 * np.sum(correct & (radius >= med + 1)) < m
+    assert evaluation.median_certified([5, 5, 5], [False, False, True]) == -1
+    with pytest.raises(ValueError, match="radius"):
+        evaluation.median_certified([1, 2], [True])

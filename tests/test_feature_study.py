@@ -61,3 +61,46 @@ def test_bad_input_is_named(rng):
         feature_study.certified_row("m", cert, 100, np.zeros(39, int), 3, (0.1,))
     with pytest.raises(ValueError, match="frac_max"):
         feature_study.fraction_curve(cert, 100, np.zeros(40, int), -0.1)
+
+
+def test_compare_maps_certifies_each_whitened_map(rng):
+    """Each row and curve is the certificate of the map whitened to its k components, counted
+    directly: correct and radius >= floor(f n)."""
+    from lib.features import pca_features
+    from lib.labelflip import certify
+
+    A, At = rng.normal(size=(150, 6)), rng.normal(size=(30, 6))
+    y = (A[:, 0] + 0.3 * rng.normal(size=150) > 0).astype(int)
+    yt = (At[:, 0] > 0).astype(int)
+    rows, curves = feature_study.compare_maps(
+        [("six", A, At, 6), ("two", A, At, 2)], y, yt, 0.05, [0.02], 0.1
+    )
+    assert [r["features"] for r in rows] == ["six", "two"] and list(curves) == ["six", "two"]
+    for row, k in zip(rows, (6, 2)):
+        G, Gt = pca_features(A, At, k)
+        c = certify(G, y, Gt, 0.05)
+        assert row["k"] == k and row["accuracy"] == np.mean(c.pred == yt)
+        assert row["certified at 2% of n"] == np.mean((c.pred == yt) & (c.radius >= 3))
+        frac, acc = curves[row["features"]]
+        np.testing.assert_array_equal(frac, np.arange(16) / 150)
+        np.testing.assert_array_equal(acc, [np.mean((c.pred == yt) & (c.radius >= r)) for r in range(16)])
+
+
+def test_width_sweep_recomputes_what_it_is_not_given(rng):
+    """A k given in ``known`` is read, not recomputed: passing the sweep's own result for k = 3
+    gives the same row; the undefended column is the exact attack's accuracy at r."""
+    from lib.evaluation import attack_undefended
+    from lib.features import pca_features
+    from lib.labelflip import certify
+
+    E, Et = rng.normal(size=(120, 5)), rng.normal(size=(25, 5))
+    y = (E[:, 1] + 0.5 * rng.normal(size=120) > 0).astype(int)
+    yt = (Et[:, 1] > 0).astype(int)
+    sweep = feature_study.width_sweep(E, Et, y, yt, [1, 3], 0.05, 2)
+    G, Gt = pca_features(E, Et, 3)
+    c, u = certify(G, y, Gt, 0.05), attack_undefended(G, y, Gt)
+    again = feature_study.width_sweep(E, Et, y, yt, [1, 3], 0.05, 2, known={3: (c, u)})
+    assert sweep.equals(again) and list(sweep.index) == [1, 3]
+    assert sweep.loc[3, "certified at 2"] == np.mean((c.pred == yt) & (c.radius >= 2))
+    assert sweep.loc[3, "undefended at 2"] == np.mean((u.ls_pred == yt) & (u.ls_flips > 2))
+    assert sweep.loc[3, "median radius"] == np.median(np.where(c.pred == yt, c.radius, 0))

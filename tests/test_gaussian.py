@@ -129,3 +129,26 @@ def test_bad_constructor_and_cp_input():
         clopper_pearson_lower(11, 10, 0.1)
     with pytest.raises(ValueError, match="output|scores"):
         Smooth(lambda x: x[:, :1], 2, 0.5).certify(torch.zeros(1), 5, 5, 0.1, 5)
+
+
+def test_certified_accuracy_counts_correct_answers_at_least_r(rng):
+    from lib.gaussian import ABSTAIN, certified_accuracy
+
+    classes = rng.integers(-1, 3, 60)
+    radii = np.where(classes == ABSTAIN, 0.0, rng.uniform(0, 2, 60))
+    y = rng.integers(0, 3, 60)
+    grid = [0.0, 0.5, 1.0, 1.999, 3.0]
+    expect = [sum(1 for c, r, t in zip(classes, radii, y) if c == t and r >= g) / 60 for g in grid]
+    np.testing.assert_allclose(certified_accuracy(classes, radii, y, grid), expect)
+    with pytest.raises(ValueError, match="one length"):
+        certified_accuracy(classes, radii[:-1], y, grid)
+
+
+def test_votes_per_second_is_a_positive_rate():
+    from lib.gaussian import Smooth, votes_per_second
+
+    sm = Smooth(lambda b: torch.stack([b.sum(1), -b.sum(1)], 1), 2, 0.5, seed=0)
+    rate = votes_per_second(sm, torch.zeros(4), 2000, 500)
+    assert np.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="samples"):
+        votes_per_second(sm, torch.zeros(4), 0, 500)

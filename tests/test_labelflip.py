@@ -454,3 +454,37 @@ def test_growth_is_refused_beyond_the_table_limit(monkeypatch):
     monkeypatch.setattr(neyman_pearson, "MAX_TABLE_BINARY", 2000)
     with pytest.raises(ValueError, match="max_radius"):
         labelflip.radius_from_log_tail(np.array([-1e9]), 0.4999)
+
+
+def test_lambda_sweep_rows_are_certify_at_each_lambda(rng):
+    """Each row of the sweep is what certify reports with that lambda (features used as given),
+    and the clean accuracy is that of ridge refitted on the clean labels."""
+    from lib.least_squares import ridge_fit_predict
+
+    X = np.c_[rng.normal(size=(150, 3)), np.ones(150)]
+    y = (X[:, 0] + 0.4 * rng.normal(size=150) > 0).astype(int)
+    Xt = np.c_[rng.normal(size=(20, 3)), np.ones(20)]
+    yt = (Xt[:, 0] > 0).astype(int)
+    lams = [1e-3, 1.0, 100.0]
+    sweep = labelflip.lambda_sweep(X, y, Xt, yt, 0.1, lams, [1, 4])
+    assert list(sweep["lambda"]) == lams
+    for lam, (_, row) in zip(lams, sweep.iterrows()):
+        c = labelflip.certify(X, y, Xt, 0.1, lam=lam, fit_intercept=False)
+        assert row["smoothed accuracy"] == np.mean(c.pred == yt)
+        assert row["certified at r = 4"] == np.mean((c.pred == yt) & (c.radius >= 4))
+        assert row["clean accuracy"] == np.mean((ridge_fit_predict(X, y, Xt, lam) >= 0.5) == yt)
+
+
+def test_certify_lambdas_reuses_the_known_certificate_and_certifies_the_rest(rng):
+    F = rng.normal(size=(120, 3))
+    y = (F[:, 0] + 0.4 * rng.normal(size=120) > 0).astype(int)
+    Ft = rng.normal(size=(15, 3))
+    yt = (Ft[:, 0] > 0).astype(int)
+    default = labelflip.certify(F, y, Ft, 0.1)
+    table = labelflip.certify_lambdas(
+        F, y, Ft, yt, 0.1, {"auto": default.lam, "big": 50.0}, [2], known=default
+    )
+    assert list(table.index) == ["auto", "big"]
+    for name, cert in (("auto", default), ("big", labelflip.certify(F, y, Ft, 0.1, lam=50.0))):
+        assert table.loc[name, "accuracy"] == np.mean(cert.pred == yt)
+        assert table.loc[name, "certified at r = 2"] == np.mean((cert.pred == yt) & (cert.radius >= 2))

@@ -66,3 +66,41 @@ def test_bad_arguments_are_named():
         pgd_l2(model, x, y, 0.0)
     with pytest.raises(ValueError, match="sigma"):
         pgd_l2(model, x, y, 0.1, sigma=-1)
+
+
+def test_attack_helpers_equal_the_loops_they_replace():
+    """attack_base and attack_smoothed_predict give the same curves and PREDICT answers as
+    attacking and predicting eps by eps, with the same seeds and the same generator order;
+    the linear model's boundary distance makes the base curve checkable in closed form too."""
+    from lib.gaussian import Smooth
+    from lib.pgd import attack_base, attack_smoothed_predict, predict_many
+
+    torch.manual_seed(1)
+    w = torch.randn(16)
+    model = TwoClassLinear(w.tolist(), 0.0)
+    x = 0.4 + 0.2 * torch.rand(12, 16)
+    x = x - ((x @ w) / w.dot(w)).view(-1, 1) * w * 0.6
+    y = (x @ w > 0).long()
+    grid = [0.05, 0.3, 1.0]
+    base = attack_base(model, x, y, grid, steps=30, seed=2)
+    ok = [np.ones(12, bool)]
+    for e in grid:
+        ok.append(model(pgd_l2(model, x, y, e, steps=30, seed=2)).argmax(1).numpy() == y.numpy())
+    np.testing.assert_array_equal(base, attacked_accuracy_curve(np.array(ok).T))
+    dist = ((x @ w).abs() / w.norm()).numpy()
+    assert np.all(
+        base[1:] >= np.array([np.mean(dist > e) for e in grid]) - 1e-12
+    )  # no flip within the distance
+
+    curve, preds = attack_smoothed_predict(
+        Smooth(model, 2, 0.1, seed=5), x, y, grid, steps=10, samples=2, predict_n=200, batch_size=64, seed=3
+    )
+    ref_smooth = Smooth(model, 2, 0.1, seed=5)
+    ref = [predict_many(ref_smooth, x, 200, 0.001, 64)]
+    for e in grid:
+        adv = pgd_l2(model, x, y, e, steps=10, sigma=0.1, samples=2, seed=3)
+        ref.append(predict_many(ref_smooth, adv, 200, 0.001, 64))
+    ref = np.array(ref).T
+    np.testing.assert_array_equal(preds, ref)
+    not_wrong = (ref == y.numpy()[:, None]) | (ref == ABSTAIN)
+    np.testing.assert_array_equal(curve, attacked_accuracy_curve(not_wrong))

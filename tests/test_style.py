@@ -46,3 +46,17 @@ def test_use_sets_the_palette():
     style.use()
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     assert matplotlib.colors.to_rgb(cycle[0]) == pytest.approx(tuple(style.PALETTE[0]))
+
+
+def test_image_rows_tiles_one_row_per_label():
+    import torch
+
+    rows = [torch.zeros(5, 1, 28, 28), torch.ones(5, 1, 28, 28)]
+    fig = style.image_rows(rows, ["clean", "noisy"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["clean", "noisy"]
+    img = ax.images[0].get_array()
+    assert img.shape[:2] == (2 + 2 * 30, 2 + 5 * 30)  # make_grid: 2-pixel gaps around 28-pixel tiles
+    np.testing.assert_allclose(ax.get_yticks(), [16, 46])  # each label at its row's centre
+    with pytest.raises(ValueError, match="labels"):
+        style.image_rows(rows, ["one"])
