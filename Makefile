@@ -15,7 +15,7 @@ NB ?=
 PARAMS ?=
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: help book chapters html chapter test lint unit-test book-test bench lock system-packages clean \
+.PHONY: help book chapters html pdf chapter test lint unit-test book-test bench lock system-packages clean \
 	assignments grade
 
 help:  ## list the targets
@@ -58,6 +58,12 @@ chapters: $(STAMP)  ## run with papermill under PROFILE every chapter whose inpu
 html: $(STAMP) $(MATHJAX)  ## render the executed chapters (book/chapters/*.ipynb) to _build/html
 	$(BIN)/python scripts/build_info.py
 	$(BIN)/jupyter-book build . --builder html -W -n --keep-going
+
+pdf: chapters  ## the whole book as one PDF, _build/latex/book.pdf (installs TeX Live when missing)
+	@bash scripts/system_packages.sh pdf
+	$(BIN)/python scripts/build_info.py
+	LATEXOPTS="-interaction=nonstopmode -halt-on-error" $(BIN)/jupyter-book build . --builder pdflatex -W -n --keep-going
+	@echo "The PDF is at _build/latex/book.pdf (profile $(PROFILE))."
 
 chapter: $(STAMP)  ## rerun one chapter: make chapter NB=01 [PROFILE=ci] [PARAMS="-p name value"]
 	@test -n "$(NB)" || { echo "usage: make chapter NB=01 [PROFILE=ci] [PARAMS='-p name value']"; exit 2; }
