@@ -58,6 +58,7 @@ from lib import profiles  # noqa: E402
 
 LIB = "lib"  # the package whose sources are part of a chapter's key
 KEY_VERSION = 1  # bump when the way keys are computed changes: every chapter is then executed again
+HIDDEN_TEST = "test-hidden"  # the tag of the autograder's hidden checks (see assignments.py)
 RECORD = build_info.RECORD
 
 # executor(source_ipynb, target_ipynb, parameters): executes the notebook, writes the target
@@ -106,6 +107,7 @@ def chapters(tree: Tree = REPO) -> list[str]:
 
 
 def resolve(name: str, tree: Tree = REPO) -> list[str]:
+    """The chapters ``name`` stands for: a number (``3`` or ``03``), a stem, or ``all``."""
     if name == "all":
         return chapters(tree)
     hits = [c for c in chapters(tree) if c == name or c.split("_", 1)[0] == name.zfill(2)]
@@ -364,9 +366,6 @@ def execute(
         source.unlink(missing_ok=True)
         _finish_notebook(target, record)
     return seconds
-
-
-HIDDEN_TEST = "test-hidden"  # the tag of the autograder's hidden checks (scripts/assignments.py)
 
 
 def _finish_notebook(path: Path, record: dict[str, Any] | None) -> None:

@@ -236,14 +236,14 @@ def test_the_executed_notebook_a_reader_downloads_holds_no_hidden_check(tree):
         path = tree.sources / f"{stem}.md"
         path.write_text(
             path.read_text()
-            + textwrap.dedent("""
-            ```{code-cell} ipython3
-            :tags: [test-hidden, remove-cell]
+            + textwrap.dedent(f"""
+            ```{{code-cell}} ipython3
+            :tags: [{rc.HIDDEN_TEST}, remove-cell]
 
             assert True  # a hidden check
             ```
 
-            ```{code-cell} ipython3
+            ```{{code-cell}} ipython3
             :tags: [test]
 
             assert True  # a public check
@@ -257,8 +257,8 @@ def test_the_executed_notebook_a_reader_downloads_holds_no_hidden_check(tree):
             c.metadata.get("tags", []) for c in nbformat.read(tree.out / f"{stem}.ipynb", as_version=4).cells
         ]
 
-    assert ["test"] in tags("01_one") and not any("test-hidden" in t for t in tags("01_one"))
-    assert any("test-hidden" in t for t in tags("02_two"))
+    assert ["test"] in tags("01_one") and not any(rc.HIDDEN_TEST in t for t in tags("01_one"))
+    assert any(rc.HIDDEN_TEST in t for t in tags("02_two"))
 
 
 def test_a_deleted_or_unreadable_notebook_is_executed_again(tree):
