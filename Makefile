@@ -78,10 +78,11 @@ test: $(STAMP) system-packages  ## every check: lint, unit tests, all chapters u
 	$(MAKE) book PROFILE=ci
 	$(MAKE) book-test
 
-lint: $(STAMP)  ## ruff (check and format) on lib/, tests/, scripts/ and on the chapters' code cells (notebooks/*.md)
+lint: $(STAMP)  ## ruff (check and format) on lib/, tests/, scripts/ and the chapters' code cells; chapters' code/prose <= 1
 	$(BIN)/ruff check lib tests scripts
 	$(BIN)/ruff format --check lib tests scripts
 	$(BIN)/python scripts/lint_notebooks.py
+	$(BIN)/python scripts/code_ratio.py --max 1.0
 
 unit-test: $(STAMP)  ## the library's tests only
 	$(BIN)/python -m pytest -m "not book" -q

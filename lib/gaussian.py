@@ -31,6 +31,8 @@ __all__ = [
     "certified_accuracy",
     "Smooth",
     "votes_per_second",
+    "abstention_tradeoff",
+    "predict_errors",
 ]
 
 ABSTAIN = -1
@@ -324,3 +326,47 @@ def votes_per_second(
     start = time.perf_counter()
     smooth.sample_counts(x, samples, batch_size, bank=bank)
     return samples / (time.perf_counter() - start)
+
+
+def abstention_tradeoff(smooth: Smooth, xs: torch.Tensor, n0: int, ns, alphas, batch_size: int) -> list[dict]:
+    """How n and alpha decide CERTIFY's abstentions and radii (Cohen et al., Sec. 3.2): at each
+    input of ``xs``, the class chosen from ``n0`` draws, then for each n of ``ns`` the votes for it
+    among n fresh draws (from ``smooth``'s generator, inputs in order, n in order) and, for each
+    alpha of ``alphas``, whether CERTIFY abstains and its radius (0 when it does). One row per
+    (input, n, alpha)."""
+    rows = []
+    for x in xs:
+        c_a = int(np.argmax(smooth.sample_counts(x, n0, batch_size)))
+        for m in ns:
+            k_a = int(smooth.sample_counts(x, m, batch_size)[c_a])
+            for a in alphas:
+                p_low = clopper_pearson_lower(k_a, m, a)
+                rows.append(
+                    {
+                        "n": m,
+                        "alpha": a,
+                        "abstain": p_low <= 0.5,
+                        "radius": smooth.sigma * norm.ppf(p_low) if p_low > 0.5 else 0.0,
+                    }
+                )
+    return rows
+
+
+def predict_errors(
+    smooth: Smooth, xs: torch.Tensor, trials: int, n: int, alpha: float, batch_size: int, reference: int
+) -> tuple[int, int, int]:
+    """PREDICT's guarantee checked empirically: g(x) at each input of ``xs`` from one bank of
+    ``reference`` draws, then ``trials`` calls of PREDICT(n, alpha) per input. Returns (wrong,
+    abstained, total): the answers that were a class other than g(x), the abstentions, the calls.
+    P(wrong) <= alpha per call (Cohen et al., Prop. 1) when the reference finds g(x)."""
+    trials = _checks.count(trials, "trials")
+    bank = smooth.noise_bank(reference, tuple(xs.shape[1:]))
+    wrong = abstained = total = 0
+    for x in xs:
+        g_x = int(np.argmax(smooth.sample_counts(x, reference, batch_size, bank=bank)))
+        for _ in range(trials):
+            out = smooth.predict(x, n=n, alpha=alpha, batch_size=batch_size)
+            wrong += out not in (ABSTAIN, g_x)
+            abstained += out == ABSTAIN
+            total += 1
+    return wrong, abstained, total

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from . import _checks
 
-__all__ = ["ProjectedMLP", "pca_basis", "train_projected"]
+__all__ = ["ProjectedMLP", "pca_basis", "train_projected", "trained_projected"]
 
 
 def pca_basis(images: ArrayLike, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,3 +178,54 @@ def train_projected(
     bar.close()
     model.eval()
     return model
+
+
+def trained_projected(
+    x_train: ArrayLike,
+    y_train: ArrayLike,
+    sigma: float,
+    mean: torch.Tensor,
+    basis: torch.Tensor,
+    hidden: int,
+    *,
+    epochs: int,
+    seed: int,
+    consistency: float = 0.0,
+    copies: int = 2,
+    name: str = "mnist-projected",
+):
+    """:func:`train_projected` under noise ``sigma`` (``copies`` noisy copies per image when
+    ``consistency`` > 0, else one), or its weights from the cache of :func:`lib.training.cached_model`
+    when the data, the hyper-parameters and the training code are unchanged.
+    Returns (model, loaded_from_cache, seconds)."""
+    from .training import cache_key, cached_model
+
+    key = cache_key(
+        x_train,
+        y_train,
+        sigma=sigma,
+        epochs=epochs,
+        seed=seed,
+        k=int(basis.shape[0]),
+        hidden=hidden,
+        consistency=consistency,
+        copies=copies,
+        model="ProjectedMLP",
+    )
+    return cached_model(
+        f"{name}-{sigma}",
+        lambda: ProjectedMLP(mean, basis, hidden),
+        lambda: train_projected(
+            x_train,
+            y_train,
+            sigma,
+            mean,
+            basis,
+            hidden,
+            epochs=epochs,
+            seed=seed,
+            consistency=consistency,
+            copies=copies if consistency > 0 else 1,
+        ),
+        key,
+    )

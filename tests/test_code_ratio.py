@@ -20,9 +20,11 @@ def test_exercises_are_not_counted_whatever_cell_holds_the_heading(tmp_path):
     src = tmp_path / "01_x.md"
     src.write_text(
         "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-        "    format_version: 0.13\nkernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "    format_version: 0.13\nkernelspec:\n  display_name: Python 3\n  language: python\n"
+        "  name: python3\n---\n\n"
         "# T\n\nabcde\n\n```{code-cell} ipython3\nx = 1\n```\n\n"
-        "more\n\n(ex-x)=\n## Exercises\n\nlong exercise text\n\n```{code-cell} ipython3\ny = 22222\n```\n"
+        "more\n\n(ex-x)=\n## Exercises\n\nlong exercise text\n\n"
+        "```{code-cell} ipython3\ny = 22222\n```\n"
     )
     code, prose = _module().ratio(src)
     assert code == len("x = 1")

@@ -35,13 +35,16 @@ def test_multiclass_smoothed_attacks_are_proven_and_never_beat_the_certificate(r
         evaluation.attack_certified(F, y, Ft, fake, q, pts, num_classes=k, slack=60)
 
 
-def test_binary_attack_check_fires_on_an_inflated_certificate(rng):
+def test_binary_attack_check_fires_on_an_inflated_certificate(rng, capsys):
     X = rng.normal(size=(100, 3))
     y = (X[:, 0] + 0.5 * rng.normal(size=100) > 0).astype(int)
     Xt = rng.normal(size=(10, 3))
     cert = labelflip.certify(X, y, Xt, 0.1)
-    flips = evaluation.attack_certified(X, y, Xt, cert, 0.1, np.arange(10), slack=80)
+    flips = evaluation.attack_certified(X, y, Xt, cert, 0.1, np.arange(10), slack=80, verbose=True)
     assert np.all(flips > cert.radius) and np.isfinite(flips).any()
+    found = np.isfinite(flips)
+    closest = int(np.min(flips[found] - cert.radius[found]))
+    assert f"{int(found.sum())} proven attacks, the closest {closest} flips beyond" in capsys.readouterr().out
     fake = labelflip.Certificate(
         cert.pred, np.where(np.isfinite(flips), flips, cert.radius).astype(int), cert.log_tail, cert.lam
     )
@@ -178,8 +181,10 @@ def test_certify_grid_in_chunks_equals_one_certify_call_per_q_and_bound(rng, k):
         assert grid.accuracy(q) == pytest.approx(np.mean(grid.tight[q].pred == yt))
     for r in (0, 2, 5):
         assert grid.certified(grid.best_q(r), r) == max(grid.certified(q, r) for q in grid.q_grid)
-    fig = grid.figure(np.arange(10))
+    fig = grid.figure(np.arange(400))
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) >= 2
+    reach = max(int(np.max(c.radius[c.pred == yt], initial=0)) for c in grid.tight.values())
+    assert max(10, reach) <= fig.axes[0].get_xlim()[1] <= min(399, max(10, 1.1 * reach) + 1e-9)
     with pytest.raises(ValueError, match="y_test"):
         evaluation.certify_grid(F, y, Ft, yt[:-1], [0.1], num_classes=k)
     with pytest.raises(ValueError, match="chunk"):

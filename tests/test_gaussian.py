@@ -152,3 +152,39 @@ def test_votes_per_second_is_a_positive_rate():
     assert np.isfinite(rate) and rate > 0
     with pytest.raises(ValueError, match="samples"):
         votes_per_second(sm, torch.zeros(4), 0, 500)
+
+
+def _linear_smooth(seed):
+    return Smooth(
+        lambda b: torch.stack([b.reshape(len(b), -1).sum(1), torch.zeros(len(b))], 1), 2, 0.5, seed=seed
+    )
+
+
+def test_abstention_tradeoff_and_predict_errors_equal_their_loops():
+    """The helpers draw from the generator in the same order as the loops they replace."""
+    from lib.gaussian import abstention_tradeoff, predict_errors
+
+    xs = torch.linspace(-0.3, 0.3, 5).reshape(5, 1) * torch.ones(5, 4)
+    rows = abstention_tradeoff(_linear_smooth(1), xs, 50, [100, 400], [0.01, 0.001], 64)
+    sm, ref = _linear_smooth(1), []
+    for x in xs:
+        c_a = int(np.argmax(sm.sample_counts(x, 50, 64)))
+        for m in (100, 400):
+            k_a = int(sm.sample_counts(x, m, 64)[c_a])
+            for a in (0.01, 0.001):
+                p = clopper_pearson_lower(k_a, m, a)
+                ref.append(
+                    {"n": m, "alpha": a, "abstain": p <= 0.5, "radius": 0.5 * norm.ppf(p) if p > 0.5 else 0.0}
+                )
+    assert rows == ref
+    wrong, abstained, total = predict_errors(_linear_smooth(2), xs, 7, 60, 0.05, 64, reference=2000)
+    sm, counts = _linear_smooth(2), [0, 0, 0]
+    bank = sm.noise_bank(2000, (4,))
+    for x in xs:
+        g_x = int(np.argmax(sm.sample_counts(x, 2000, 64, bank=bank)))
+        for _ in range(7):
+            out = sm.predict(x, 60, 0.05, 64)
+            counts[0] += out not in (ABSTAIN, g_x)
+            counts[1] += out == ABSTAIN
+            counts[2] += 1
+    assert (wrong, abstained, total) == tuple(counts) and total == 35

@@ -171,3 +171,25 @@ def test_certify_many_shares_noise_for_a_classifier_that_is_not_projected():
     banks = (again.noise_bank(50, (D,)), again.noise_bank(1000, (D,)))
     for i in range(3):
         assert (classes[i], radii[i]) == again.certify(xs[i], 50, 1000, 0.001, 250, banks=banks)
+
+
+def test_trained_projected_caches_under_the_chapter_key(tmp_path, monkeypatch):
+    """The first call trains and caches, the second loads the same weights; the file name is the
+    one the chapter's own key (cache_key over data, hyper-parameters and lib/training.py) gives."""
+    from lib.projected import pca_basis, trained_projected
+    from lib.training import cache_key
+
+    monkeypatch.setenv("RS_BOOK_DATA", str(tmp_path))
+    g = np.random.default_rng(0)
+    x = g.random((64, 784)).astype(np.float32)
+    y = g.integers(0, 10, 64)
+    mean, basis = pca_basis(x, 4)
+    first, cached1, _ = trained_projected(x, y, 0.5, mean, basis, 8, epochs=1, seed=0, consistency=1.0)
+    second, cached2, _ = trained_projected(x, y, 0.5, mean, basis, 8, epochs=1, seed=0, consistency=1.0)
+    assert not cached1 and cached2
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a.cpu(), b.cpu())
+    key = cache_key(
+        x, y, sigma=0.5, epochs=1, seed=0, k=4, hidden=8, consistency=1.0, copies=2, model="ProjectedMLP"
+    )
+    assert (tmp_path / "models" / f"mnist-projected-0.5-{key[:20]}.pt").exists()
