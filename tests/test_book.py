@@ -258,6 +258,18 @@ def test_chapter_one_has_its_figures_and_numbers(server, browser):
         page.screenshot(path=str(SHOTS / "chapter01.png"), full_page=True)
     finally:
         page.close()
+    # a glued table is numbered as a table (book/_ext/book_tables.py), and so is a reference to it
+    page = open_page(browser, f"{server}/book/chapters/02_gaussian.html").page
+    try:
+        found = page.evaluate(
+            "() => [...document.querySelectorAll('figcaption .caption-number')].map(e => e.textContent)"
+        )
+        numbers = [n.strip() for n in found]
+        assert "Table 2.1" in numbers and "Fig. 2.1" in numbers, numbers
+        assert not any(n.startswith("Fig.") and "Table" in n for n in numbers)
+        assert "Table 2." in page.inner_text("main p:has(a[href='#tab-certified'])")
+    finally:
+        page.close()
     front = open_page(browser, f"{server}/book/intro.html").page  # index.html only redirects here
     try:
         front.screenshot(path=str(SHOTS / "front.png"), full_page=True)
