@@ -77,6 +77,8 @@ __all__ = [
     "attack",
     "apply_flips",
     "verify_flips",
+    "certified_accuracy",
+    "median_certified",
 ]
 
 EMPTY_VOTE = -1
@@ -747,3 +749,45 @@ def verify_flips(
     before = vote_counts(_learner_votes(learner, Xtr, y, xv, k, parts, num_parts, shifts, lam, None), k)
     after = vote_counts(_learner_votes(learner, Xtr, y_new, xv, k, parts, num_parts, shifts, lam, None), k)
     return bool(np.argmax(before[0]) != np.argmax(after[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# summaries shared with the smoothing certificate
+
+
+def _scored(prediction: ArrayLike, certificate: ArrayLike, y_true: ArrayLike) -> NDArray[np.int64]:
+    """The certificate where the prediction is right, -1 where it is wrong (one value per point)."""
+    pred, cert, yt = np.asarray(prediction), np.asarray(certificate), np.asarray(y_true)
+    if pred.ndim != 1 or pred.size == 0 or cert.shape != pred.shape or yt.shape != pred.shape:
+        raise ValueError(
+            f"prediction, certificate and y_true must be 1-D of one equal, non-zero length; "
+            f"got {pred.shape}, {cert.shape}, {yt.shape}"
+        )
+    if cert.dtype.kind not in "iu":
+        raise ValueError(f"certificate must hold integer numbers of flips; got dtype {cert.dtype}")
+    return np.where(pred == yt, cert.astype(np.int64), -1)
+
+
+def certified_accuracy(
+    prediction: ArrayLike, certificate: ArrayLike, y_true: ArrayLike, radii: ArrayLike
+) -> NDArray[np.float64]:
+    """Fraction of test points predicted correctly AND certified against r flips, for each r of
+    ``radii`` (certificate >= r). The same quantity as
+    :meth:`lib.labelflip.Certificate.certified_accuracy`, for any certificate in label flips: at
+    r = 0 it is the plain accuracy. Returns one fraction per radius."""
+    scored = _scored(prediction, certificate, y_true)
+    rr = np.atleast_1d(np.asarray(radii))
+    if rr.ndim != 1 or rr.dtype.kind not in "iu" or np.any(rr < 0):
+        raise ValueError(f"radii must be non-negative integers; got {radii!r}")
+    return np.mean(scored[None, :] >= rr[:, None], axis=1)
+
+
+def median_certified(prediction: ArrayLike, certificate: ArrayLike, y_true: ArrayLike) -> int:
+    """The median certified robustness: the largest r such that at least half of the test points
+    are predicted correctly and certified against r flips, i.e. :func:`certified_accuracy` >= 1/2
+    (the papers' "median certified robustness", wrong predictions counted as -1). Returns -1 when
+    fewer than half of the predictions are correct. With an odd number n of points it is the median
+    of the scored certificates; with an even n the larger of the two middle values (the authors'
+    ``torch.median`` takes the smaller, so the two can differ by one tie step)."""
+    scored = np.sort(_scored(prediction, certificate, y_true))[::-1]
+    return int(scored[(scored.size + 1) // 2 - 1])

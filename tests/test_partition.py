@@ -13,9 +13,11 @@ from lib.partition import (
     apply_flips,
     attack,
     centroid_votes,
+    certified_accuracy,
     certify,
     dpa_certificate,
     fa_certificate,
+    median_certified,
     partition,
     plurality,
     ridge_votes,
@@ -353,3 +355,44 @@ def test_bad_input_names_the_argument(rng):
         apply_flips(y, [0], [2], 2)
     with pytest.raises(ValueError, match="learner"):
         certify(X, y, Xt, 2, 3, learner="knn")
+
+
+# ------------------------------------------------------------------------------------------------
+# summaries: certified accuracy and the median certified robustness
+
+
+def test_median_certified_is_the_largest_radius_with_half_certified(rng):
+    for n in (1, 2, 5, 10, 101):
+        for _ in range(50):
+            pred = rng.integers(0, 3, n)
+            y = rng.integers(0, 3, n)
+            cert = rng.integers(0, 8, n)
+            m = median_certified(pred, cert, y)
+            radii = np.arange(0, 10)
+            acc = certified_accuracy(pred, cert, y, radii)
+            if np.mean(pred == y) < 0.5:
+                assert m == -1
+            else:
+                assert acc[m] >= 0.5 and (m + 1 >= radii.size or acc[m + 1] < 0.5)
+            scored = np.where(pred == y, cert, -1)
+            assert m == max(r for r in range(-1, 9) if np.mean(scored >= r) >= 0.5)
+
+
+def test_certified_accuracy_matches_the_smoothing_certificate(rng):
+    from lib.labelflip import Certificate
+
+    pred = rng.integers(0, 2, 40)
+    y = rng.integers(0, 2, 40)
+    radius = rng.integers(0, 20, 40)
+    c = Certificate(pred, radius, np.zeros(40), 1.0)
+    radii = np.arange(0, 25)
+    mine = certified_accuracy(pred, radius, y, radii)
+    np.testing.assert_allclose(mine, c.certified_accuracy(y, radii))
+    assert median_certified(np.array([1, 1, 0]), np.array([5, 3, 9]), np.array([1, 1, 1])) == 3
+    assert median_certified(np.array([0, 0]), np.array([5, 3]), np.array([1, 1])) == -1
+    with pytest.raises(ValueError, match="certificate"):
+        median_certified(pred, radius.astype(float), y)
+    with pytest.raises(ValueError, match="prediction"):
+        median_certified(pred, radius[:3], y)
+    with pytest.raises(ValueError, match="radii"):
+        certified_accuracy(pred, radius, y, [-1])
