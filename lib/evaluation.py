@@ -29,6 +29,7 @@ from .attacks import (
 )
 from .labelflip import Certificate, certify_tight_and_kl
 from .least_squares import add_intercept, kernel_weights
+from .partition import median_certified
 
 __all__ = [
     "attacked_accuracy",
@@ -39,7 +40,6 @@ __all__ = [
     "plot_certified_curves",
     "QGrid",
     "certify_grid",
-    "median_certified",
 ]
 
 
@@ -57,21 +57,6 @@ def first_below(curve: ArrayLike, radii: ArrayLike, level: float) -> int | None:
     """The first r at which ``curve`` drops below ``level`` (None if it never does)."""
     below = np.flatnonzero(np.asarray(curve) < level)
     return int(np.asarray(radii)[below[0]]) if below.size else None
-
-
-def median_certified(radius: ArrayLike, correct: ArrayLike) -> int:
-    """The median certified number of flips: the largest r such that at least half of the test
-    points are correctly classified AND certified at r, i.e. the median of the per-point values
-    (the radius where the prediction is correct, -1 where it is wrong). -1 when fewer than half
-    are correct. The statistic the partition-aggregation papers report (Levine & Feizi, 2021)."""
-    r = np.asarray(radius)
-    ok = np.asarray(correct, dtype=bool)
-    if r.shape != ok.shape or r.ndim != 1 or r.size == 0:
-        raise ValueError(
-            f"radius and correct must be 1-d, non-empty and of one shape; got {r.shape}, {ok.shape}"
-        )
-    values = np.sort(np.where(ok, r, -1))[::-1]
-    return int(values[(r.size + 1) // 2 - 1])
 
 
 @dataclass
@@ -262,9 +247,10 @@ class QGrid:
         return float(certs[q].certified_accuracy(self.y_test, r))
 
     def median(self, q: float, bound: str = "tight") -> int:
-        """:func:`median_certified` of the certificate at ``q`` (``bound``: 'tight' or 'kl')."""
+        """The median certified flips (:func:`lib.partition.median_certified`: the largest r at
+        which at least half of the test points are correct and certified) at ``q``."""
         c = {"tight": self.tight, "kl": self.kl}[bound][q]
-        return median_certified(c.radius, c.pred == self.y_test)
+        return median_certified(c.pred, c.radius, self.y_test)
 
     def best_q(self, r: int) -> float:
         """The q of the grid that certifies most at ``r`` flips (the first such q on ties)."""

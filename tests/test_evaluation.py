@@ -216,16 +216,17 @@ def test_refit_vs_inner_product_times_both_per_size(rng):
     assert (table[["refit (s)", "alpha^T y (s)"]] > 0).all().all()
 
 
-def test_median_certified_is_the_largest_radius_half_the_points_reach(rng):
-    """Against a direct count: at least half are correct and certified at the median, fewer than
-    half at the median + 1; wrong predictions count as -1."""
-    for m in (1, 2, 5, 6, 40):
-        for _ in range(30):
-            radius = rng.integers(0, 12, m)
-            correct = rng.random(m) < 0.8
-            med = evaluation.median_certified(radius, correct)
-            at_med = m if med < 0 else np.sum(correct & (radius >= med))
-            assert 2 * at_med >= m and 2 * np.sum(correct & (radius >= med + 1)) < m
-    assert evaluation.median_certified([5, 5, 5], [False, False, True]) == -1
-    with pytest.raises(ValueError, match="radius"):
-        evaluation.median_certified([1, 2], [True])
+def test_qgrid_median_is_the_largest_radius_half_the_points_reach(rng):
+    """Against a direct count: at least half of the test points are correct and certified at the
+    median, fewer than half at the median + 1."""
+    F = rng.normal(size=(150, 3))
+    y = (F[:, 0] + 0.3 * rng.normal(size=150) > 0).astype(int)
+    Ft = rng.normal(size=(31, 3))
+    yt = (Ft[:, 0] > 0).astype(int)
+    grid = evaluation.certify_grid(F, y, Ft, yt, [0.02, 0.2], verbose=False)
+    for q in grid.q_grid:
+        for bound, certs in (("tight", grid.tight), ("kl", grid.kl)):
+            c, med = certs[q], grid.median(q, bound)
+            ok = c.pred == yt
+            assert 2 * (len(yt) if med < 0 else np.sum(ok & (c.radius >= med))) >= len(yt)
+            assert 2 * np.sum(ok & (c.radius >= med + 1)) < len(yt)
