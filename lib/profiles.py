@@ -47,8 +47,9 @@ def banner(profile: str, **params: Any):
     from IPython.display import Markdown
 
     values = ", ".join(f"`{k} = {v!r}`" for k, v in params.items())
-    kind = "small CI sizes" if profile == "ci" else "the papers' sizes" if profile == "full" else "custom"
+    kind = {"ci": "small sizes, for a quick build", "full": "the papers' sizes"}.get(profile, "custom sizes")
     return Markdown(
         f"```{{note}}\nThis chapter was executed with the **`{profile}`** profile ({kind}): {values}. "
-        f'Rerun it with other values: `make chapter NB=<number> PROFILE=full PARAMS="-p name value"`.\n```'
+        "The sizes of both profiles, `ci` and `full`, are listed in `profiles.yml`; the README explains "
+        "how to rerun a chapter with other values.\n```"
     )

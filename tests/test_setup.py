@@ -87,3 +87,14 @@ def test_every_chapter_has_parameters_matching_both_profiles():
         # the defaults in the notebook are the values of the profile it names
         assert default in profiles.PROFILES and data[default][path.stem] == params, path.stem
     assert len(defaults) == 1, f"every chapter defaults to the same profile, not {sorted(defaults)}"
+
+
+def test_profile_banner_names_the_sizes_without_build_commands():
+    """The note atop a chapter says which profile and values produced it, for a reader: no
+    Makefile syntax, and every value listed."""
+    from lib import profiles
+
+    text = profiles.banner("ci", n=10, q_grid=[0.1, 0.2]).data
+    assert "**`ci`** profile" in text and "`n = 10`" in text and "`q_grid = [0.1, 0.2]`" in text
+    assert "make " not in text and "PROFILE=" not in text and "NB=" not in text
+    assert "the papers' sizes" in profiles.banner("full", n=1).data
